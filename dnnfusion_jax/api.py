@@ -1,0 +1,192 @@
+"""The user API: ``dnnfusion.jit`` and ``dnnfusion.explain``.
+
+``jit`` wraps the function in one ``jax.jit`` whose body traces the function, optimises it and
+runs the compiled plan. ``jax.jit`` therefore supplies the calling convention, argument
+checking, static and donated arguments, and the per-signature executable cache; a cached call
+costs what a ``jax.jit`` call costs. The optimised plan is also kept per signature (shapes,
+dtypes, weak types, static values, pytree structure) for ``explain``.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import dnnfusion_jax as dnnfusion
+    >>> @dnnfusion.jit
+    ... def layer(x, w):
+    ...     return jax.nn.gelu(x @ w)
+    >>> x, w = jnp.ones((4, 8)), jnp.ones((8, 8)) / 8
+    >>> bool(jnp.allclose(layer(x, w), jax.jit(layer.fun)(x, w)))
+    True
+    >>> layer.explain(x, w).summary()["blocks"]
+    1
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+
+from .options import Options, make_options
+from .pipeline import OptimizedFunction, optimize
+from .report import Report
+
+
+class DnnFusionFunction:
+    """A function compiled by dnnfusion; call it like the function, or ask it to ``explain``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> f = DnnFusionFunction(lambda x, n: x * n, make_options(), static_argnums=(1,))
+        >>> f(jnp.ones(2), 3).tolist()
+        [3.0, 3.0]
+    """
+
+    def __init__(self, fun: Callable, options: Options, static_argnums: Iterable[int] = (),
+                 static_argnames: Iterable[str] = (), donate_argnums: Iterable[int] = ()) -> None:
+        if not callable(fun):
+            raise TypeError(f"dnnfusion.jit expects a callable, got {fun!r}")
+        self.fun = fun
+        self.options = options
+        self.static_argnums, self.static_argnames = _resolve_static(
+            fun, _as_tuple(static_argnums), _as_tuple(static_argnames))
+        self._plans: dict[Any, OptimizedFunction] = {}
+        self._local = threading.local()
+        functools.update_wrapper(self, fun)
+
+        @functools.wraps(fun)
+        def traced_body(*args, **kwargs):
+            return self._run_traced(args, kwargs)
+
+        self._jitted = jax.jit(traced_body, static_argnums=self.static_argnums,
+                               static_argnames=self.static_argnames,
+                               donate_argnums=_as_tuple(donate_argnums))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._jitted(*args, **kwargs)
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        # Decorating a method: bind ``self`` like a plain function would.
+        return self if instance is None else functools.partial(self, instance)
+
+    def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+        """The ``jax.stages.Lowered`` of the optimised function (as ``jax.jit(f).lower``)."""
+        return self._jitted.lower(*args, **kwargs)
+
+    def explain(self, *args: Any, **kwargs: Any) -> Report:
+        """The report of how the function is optimised for these arguments.
+
+        Arguments may be arrays or ``jax.ShapeDtypeStruct``; nothing is executed.
+        """
+        self._jitted.trace(*args, **kwargs)
+        return self._local.last.report()
+
+    def _run_traced(self, args: tuple, kwargs: dict) -> Any:
+        """The body of the jax.jit: find or build the plan for this signature, then run it."""
+        dynamic_args, dynamic_kwargs, statics = self._split_static(args, kwargs)
+        leaves, in_tree = jax.tree_util.tree_flatten((dynamic_args, dynamic_kwargs))
+        key = (in_tree, tuple(_aval_key(x) for x in leaves), statics)
+        optimized = self._plans.get(key)
+        if optimized is None:
+            def with_statics(*dyn_args, **dyn_kwargs):
+                return self.fun(*self._merge_static(dyn_args, statics[0]),
+                                **dyn_kwargs, **dict(statics[1]))
+            optimized = optimize(with_statics, dynamic_args, dynamic_kwargs, self.options,
+                                 name=getattr(self.fun, "__name__", None))
+            if optimized.cacheable:
+                self._plans[key] = optimized
+        self._local.last = optimized
+        outputs = optimized(leaves)
+        return jax.tree_util.tree_unflatten(optimized.traced.out_tree, outputs)
+
+    def _split_static(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
+        positions = {i % len(args) for i in self.static_argnums if -len(args) <= i < len(args)}
+        static_pos = tuple((i, a) for i, a in enumerate(args) if i in positions)
+        static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k in self.static_argnames))
+        dynamic_args = tuple(a for i, a in enumerate(args) if i not in positions)
+        dynamic_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        return dynamic_args, dynamic_kwargs, (static_pos, static_kw)
+
+    @staticmethod
+    def _merge_static(dynamic_args: tuple, static_pos: tuple) -> list:
+        merged = list(dynamic_args)
+        for index, value in static_pos:
+            merged.insert(index, value)
+        return merged
+
+    def __repr__(self) -> str:
+        return f"<dnnfusion.jit {getattr(self.fun, '__qualname__', self.fun)!r} {self.options}>"
+
+
+def jit(fun: Callable | None = None, *, backend: str = "auto",
+        static_argnums: int | Iterable[int] = (), static_argnames: str | Iterable[str] = (),
+        donate_argnums: int | Iterable[int] = (), debug: bool = False,
+        **options: Any) -> Any:
+    """Compile ``fun`` with DNNFusion-style fusion; same calling convention as ``jax.jit``.
+
+    Use bare (``@dnnfusion.jit``) or with options (``@dnnfusion.jit(backend="xla")``).
+    Other options: ``planner`` ("greedy" or "none"), ``rewrite`` (default True),
+    ``fallback`` (default True: an internal optimiser error warns and runs unfused).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import dnnfusion_jax as dnnfusion
+        >>> @dnnfusion.jit(static_argnames="axis")
+        ... def normalise(x, axis):
+        ...     return x / x.sum(axis=axis, keepdims=True)
+        >>> normalise(jnp.ones((2, 4)), axis=1).tolist()
+        [[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]
+    """
+    checked = make_options(backend=backend, debug=debug, **options)
+    if fun is None:
+        return functools.partial(jit, backend=backend, static_argnums=static_argnums,
+                                 static_argnames=static_argnames, donate_argnums=donate_argnums,
+                                 debug=debug, **options)
+    return DnnFusionFunction(fun, checked, static_argnums, static_argnames, donate_argnums)
+
+
+def explain(fun: Callable, *args: Any, **kwargs: Any) -> Report:
+    """Report how dnnfusion optimises ``fun(*args, **kwargs)`` (nothing is executed).
+
+    ``fun`` may be a ``dnnfusion.jit`` function (its options are used) or any function
+    (default options).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import dnnfusion_jax as dnnfusion
+        >>> report = dnnfusion.explain(lambda x: jnp.exp(x) * 2.0 + 1.0, jnp.ones(8))
+        >>> report.summary()["jaxpr_ops"], report.summary()["blocks"]
+        (3, 1)
+    """
+    target = fun if isinstance(fun, DnnFusionFunction) else jit(fun)
+    return target.explain(*args, **kwargs)
+
+
+def _as_tuple(value: Any) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (int, str)):
+        return (value,)
+    return tuple(value)
+
+
+def _resolve_static(fun: Callable, argnums: tuple[int, ...],
+                    argnames: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Completes static argnums from argnames and back, as jax.jit does."""
+    try:
+        parameters = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return argnums, argnames
+    positional = [p.name for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    argnums = tuple(sorted(set(argnums) | {positional.index(n) for n in argnames
+                                           if n in positional}))
+    names = set(argnames) | {positional[i] for i in argnums if 0 <= i < len(positional)
+                             and parameters[i].kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return argnums, tuple(sorted(names))
+
+
+def _aval_key(leaf: Any) -> tuple:
+    aval = jax.typeof(leaf)
+    return (aval.shape, aval.dtype, getattr(aval, "weak_type", False))

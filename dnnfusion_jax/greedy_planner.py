@@ -1,0 +1,50 @@
+"""The first, simple fusion planner: greedy producer→consumer fusion over Table 3's green cells.
+
+Nodes are visited in topological order. A node joins the block of one of its producers when
+Table 3 says the block's accumulated type followed by the node's type is GREEN and the join
+keeps the block graph acyclic; otherwise it starts a block. Opaque nodes are always alone.
+Yellow cells are never fused here: deciding them needs measurements (the DNNFusion planner).
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dnnfusion_jax.trace import trace_function
+    >>> g = trace_function(lambda x, w, b: jax.nn.gelu(x @ w + b),
+    ...                    [jnp.ones((8, 4)), jnp.ones((4, 4)), jnp.ones((8, 4))]).graph
+    >>> [b.ops[:2] for b in GreedyPlanner().plan(g).blocks]
+    [['dot_general', 'add']]
+"""
+from __future__ import annotations
+
+from .fusion_table import Verdict, fuse_verdict
+from .ir import Graph, Node
+from .mapping_types import MappingType, node_mapping_type
+from .plan import BlockBuilder, FusionPlan
+
+
+class GreedyPlanner:
+    """Fuse along Table 3's GREEN cells, first producer block first."""
+
+    name = "greedy"
+
+    def plan(self, graph: Graph) -> FusionPlan:
+        builder = BlockBuilder(graph)
+        for node in graph.nodes:
+            node_type = node_mapping_type(node)
+            target = _green_producer_block(builder, node, node_type)
+            if target is None:
+                builder.new_block(node, node_type)
+            else:
+                builder.join(*target, node=node)
+        return builder.finish(self.name)
+
+
+def _green_producer_block(builder: BlockBuilder, node: Node,
+                          node_type: MappingType) -> tuple[int, MappingType] | None:
+    """The first producer block the node may join on a GREEN cell, with the fused type."""
+    if node_type is MappingType.OPAQUE:
+        return None
+    for block in builder.producer_blocks(node):
+        fused_type, verdict = fuse_verdict(builder.types[block], node_type)
+        if verdict is Verdict.GREEN and builder.can_join(block, node):
+            return block, fused_type
+    return None

@@ -1,0 +1,92 @@
+"""User options of ``dnnfusion.jit``: the valid names and values, checked up front.
+
+Backends and planners are looked up by name in small registries so that later stages add
+entries without touching the API. A wrong name is rejected with the list of valid ones.
+
+Example:
+    >>> make_options(backend="xla").backend
+    'xla'
+    >>> make_options(colour="red")
+    Traceback (most recent call last):
+    ...
+    TypeError: dnnfusion.jit got an unknown option 'colour'; valid options: backend, debug, fallback, planner, rewrite
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from .executable import Backend
+from .greedy_planner import GreedyPlanner
+from .plan import Planner
+from .unfused_planner import UnfusedPlanner
+
+
+def _xla_backend() -> Backend:
+    from codegen.xla import XlaBackend
+    return XlaBackend()
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"xla": _xla_backend}
+"""Backend name → factory. "auto" picks the best one for the default device."""
+
+PLANNERS: dict[str, Callable[[], Planner]] = {"greedy": GreedyPlanner, "none": UnfusedPlanner}
+"""Planner name → factory. "none" leaves every operation in its own block."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that changes how a function is optimised (hashable: part of cache keys).
+
+    backend:  "auto", or a name in BACKENDS.
+    planner:  a name in PLANNERS.
+    rewrite:  simplify (and later, rewrite by algebra) before planning.
+    fallback: if an optimiser stage fails internally, warn and run the function unfused
+              through XLA instead of raising (tests turn it off to see such bugs).
+    debug:    print every stage: jaxpr, IR, blocks, generated code.
+    """
+
+    backend: str = "auto"
+    planner: str = "greedy"
+    rewrite: bool = True
+    fallback: bool = True
+    debug: bool = False
+
+    def resolved_backend(self) -> str:
+        """The backend that "auto" stands for on this machine."""
+        if self.backend != "auto":
+            return self.backend
+        preferred = {"cpu": ["c", "xla"], "gpu": ["pallas", "xla"]}
+        for name in preferred.get(jax.default_backend(), ["xla"]):
+            if name in BACKENDS:
+                return name
+        return "xla"
+
+
+OPTION_NAMES = tuple(sorted(field.name for field in dataclasses.fields(Options)))
+
+
+def make_options(**options: Any) -> Options:
+    """Validates option names and values; raises TypeError/ValueError naming the valid ones."""
+    for name in options:
+        if name not in OPTION_NAMES:
+            raise TypeError(f"dnnfusion.jit got an unknown option {name!r}; "
+                            f"valid options: {', '.join(OPTION_NAMES)}")
+    result = Options(**options)
+    _check_choice("backend", result.backend, ["auto", *BACKENDS])
+    _check_choice("planner", result.planner, list(PLANNERS))
+    for flag in ("rewrite", "fallback", "debug"):
+        if not isinstance(getattr(result, flag), bool):
+            raise TypeError(f"dnnfusion.jit option {flag!r} must be True or False, "
+                            f"got {getattr(result, flag)!r}")
+    return result
+
+
+def _check_choice(option: str, value: Any, valid: list[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"dnnfusion.jit got an unknown {option} {value!r}; "
+                         f"valid {option}s: {', '.join(map(repr, valid))}")

@@ -1,0 +1,125 @@
+"""The optimiser pipeline for one input signature: trace → rewrite → plan → compile.
+
+``optimize`` runs the stages, times them, prints them under ``debug``, and returns an
+``OptimizedFunction`` that runs the compiled plan on flat inputs (under ``jax.jit`` this traces
+into one executable) and differentiates through the unfused reference graph.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from dnnfusion_jax.options import make_options
+    >>> opt = optimize(lambda x: jnp.tanh(x) * 2.0, [jnp.ones(4)], {}, make_options())
+    >>> opt.report().summary()["blocks"]
+    1
+    >>> [float(v) for v in opt([jnp.zeros(2)])[0]]
+    [0.0, 0.0]
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+
+from .executable import Executable, compile_plan, evaluate_graph
+from .ir import Graph
+from .options import BACKENDS, PLANNERS, Options
+from .plan import FusionPlan
+from .simplify import simplify
+from .trace import TracedFunction, trace_function
+from .unfused_planner import UnfusedPlanner
+
+
+@dataclass
+class OptimizedFunction:
+    """A function optimised at one signature, ready to run on the flattened arguments."""
+
+    name: str
+    options: Options
+    traced: TracedFunction
+    graph: Graph
+    rules_fired: dict[str, int]
+    plan: FusionPlan
+    executable: Executable
+    backend: str
+    timings: dict[str, float] = field(default_factory=dict)
+    internal_error: str | None = None
+
+    @property
+    def cacheable(self) -> bool:
+        """False when closed-over constants are tracers of an enclosing transformation."""
+        return not any(isinstance(c, jax.core.Tracer) for c in self.traced.consts)
+
+    def __call__(self, leaves: Sequence[Any]) -> list[Any]:
+        """Runs the plan on the flat arguments; derivatives come from the reference graph."""
+        run = jax.custom_jvp(lambda *inputs: tuple(self.executable(*inputs)))
+        reference = lambda *inputs: tuple(evaluate_graph(self.traced.graph, *inputs))  # noqa: E731
+        run.defjvp(lambda primals, tangents: jax.jvp(reference, primals, tangents))
+        return list(run(*self.traced.consts, *leaves))
+
+    def report(self):
+        """The explain report of this optimisation (see ``dnnfusion_jax.report.Report``)."""
+        from .report import Report
+        return Report(self)
+
+
+def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
+             name: str | None = None) -> OptimizedFunction:
+    """Traces ``fun(*args, **kwargs)`` and optimises it; ``args`` may hold tracers.
+
+    Errors from tracing the user's function propagate unchanged. An internal error in a later
+    stage is raised when ``options.fallback`` is False; otherwise it is reported as a warning
+    and the function runs unfused through XLA.
+    """
+    name = name or getattr(fun, "__name__", type(fun).__name__)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    traced = trace_function(fun, args, kwargs)
+    timings["trace_s"] = time.perf_counter() - start
+    _debug(options, f"jaxpr of {name}", traced.closed_jaxpr)
+    try:
+        return _optimize_graph(name, traced, options, timings)
+    except Exception as error:  # an optimiser bug must not cost the user a wrong result or a crash
+        if not options.fallback:
+            raise
+        message = f"{type(error).__name__}: {error}"
+        warnings.warn(f"dnnfusion: optimising {name} failed ({message}); running it unfused "
+                      "through XLA. Pass fallback=False to raise instead.", RuntimeWarning,
+                      stacklevel=3)
+        plan = UnfusedPlanner().plan(traced.graph)
+        executable = compile_plan(plan, BACKENDS["xla"]())
+        return OptimizedFunction(name, options, traced, traced.graph, {}, plan, executable, "xla",
+                                 timings, internal_error=message)
+
+
+def _optimize_graph(name: str, traced: TracedFunction, options: Options,
+                    timings: dict[str, float]) -> OptimizedFunction:
+    graph, fired = traced.graph, Counter()
+    if options.rewrite:
+        start = time.perf_counter()
+        graph, fired = simplify(graph)
+        timings["rewrite_s"] = time.perf_counter() - start
+    _debug(options, "IR after rewriting", graph)
+
+    start = time.perf_counter()
+    plan = PLANNERS[options.planner]().plan(graph)
+    timings["plan_s"] = time.perf_counter() - start
+    _debug(options, f"fusion blocks ({options.planner} planner)",
+           "\n".join(f"  {block!r}" for block in plan.blocks))
+
+    start = time.perf_counter()
+    backend = options.resolved_backend()
+    executable = compile_plan(plan, BACKENDS[backend]())
+    timings["compile_s"] = time.perf_counter() - start
+    _debug(options, f"generated code ({backend})",
+           "\n".join(kernel.source for kernel in executable.kernels))
+    return OptimizedFunction(name, options, traced, graph, dict(fired), plan, executable,
+                             backend, timings)
+
+
+def _debug(options: Options, stage: str, content: Any) -> None:
+    if options.debug:
+        print(f"==== dnnfusion: {stage} ====\n{content}", flush=True)

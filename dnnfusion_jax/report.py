@@ -1,0 +1,144 @@
+"""The explain report: what the optimiser did to one function at one signature.
+
+``summary()`` gives the figures as a dict, ``str(report)`` a readable table, ``to_dot()`` the
+graph in Graphviz DOT, one coloured cluster per fusion block labelled by mapping type.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import dnnfusion_jax as dnnfusion
+    >>> report = dnnfusion.explain(lambda x: jax.nn.softmax(x), jnp.ones((4, 8)))
+    >>> summary = report.summary()
+    >>> summary["backend"], summary["blocks"] < summary["jaxpr_ops"]
+    ('xla', True)
+    >>> report.to_dot().startswith("digraph")
+    True
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .cost import total_flops
+from .mapping_types import MappingType, node_mapping_type
+
+if TYPE_CHECKING:
+    from .pipeline import OptimizedFunction
+
+SUMMARY_KEYS = ("jaxpr_ops", "ops_after_rewrite", "flops_before", "flops_after", "rules_fired",
+                "blocks", "block_types", "opaque_primitives", "intermediate_bytes", "backend")
+
+# One fill colour per mapping type (ColorBrewer Pastel1), so a picture reads like Table 3.
+_COLOURS = {
+    MappingType.ONE_TO_ONE: "#ccebc5", MappingType.REORGANIZE: "#fed9a6",
+    MappingType.SHUFFLE: "#ffffcc", MappingType.ONE_TO_MANY: "#b3cde3",
+    MappingType.MANY_TO_MANY: "#fbb4ae", MappingType.OPAQUE: "#dddddd",
+}
+
+
+class Report:
+    """Figures, blocks and timings of one optimisation."""
+
+    def __init__(self, optimized: OptimizedFunction) -> None:
+        self.optimized = optimized
+        self.plan = optimized.plan
+        self.graph = optimized.graph
+
+    def summary(self) -> dict[str, Any]:
+        """The figures as a dict (keys in ``SUMMARY_KEYS``, then timings and fallbacks).
+
+        ``blocks`` counts executed kernels, an Opaque node counting one;
+        ``intermediate_bytes`` sums values written by one block and read by another.
+        """
+        opt = self.optimized
+        opaque = sorted({node.op for node in self.graph.nodes
+                         if node_mapping_type(node) is MappingType.OPAQUE})
+        return {
+            "jaxpr_ops": opt.traced.jaxpr_ops,
+            "ops_after_rewrite": len(self.graph.nodes),
+            "flops_before": total_flops(opt.traced.graph.nodes),
+            "flops_after": total_flops(self.graph.nodes),
+            "rules_fired": dict(sorted(opt.rules_fired.items())),
+            "blocks": len(self.plan.blocks),
+            "block_types": dict(sorted(self.plan.block_types().items())),
+            "opaque_primitives": opaque,
+            "intermediate_bytes": self.plan.intermediate_bytes(),
+            "backend": opt.backend,
+            "planner": self.plan.planner,
+            "fallback_blocks": [{"block": block.id, "reason": reason}
+                                for block, reason in opt.executable.fallbacks()],
+            "internal_error": opt.internal_error,
+            **{key: round(value, 6) for key, value in opt.timings.items()},
+        }
+
+    def __str__(self) -> str:
+        s = self.summary()
+        rate = s["jaxpr_ops"] / max(s["blocks"], 1)
+        lines = [
+            f"dnnfusion report for {self.optimized.name}: backend {s['backend']}, "
+            f"planner {s['planner']}",
+            f"  ops: {s['jaxpr_ops']} in jaxpr, {s['ops_after_rewrite']} after rewriting, "
+            f"{s['blocks']} blocks (fusion rate {rate:.2f}x)",
+            f"  FLOPs: {_si(s['flops_before'])} before, {_si(s['flops_after'])} after; "
+            f"intermediate bytes {_si(s['intermediate_bytes'], 'B')}",
+            "  rules fired: " + (", ".join(f"{k} x{v}" for k, v in s["rules_fired"].items())
+                                 or "none"),
+            "  not fused (opaque): " + (", ".join(s["opaque_primitives"]) or "none"),
+            "  time: " + ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in s.items()
+                                   if k.endswith("_s")),
+        ]
+        if s["internal_error"]:
+            lines.append(f"  ran unfused after an internal error: {s['internal_error']}")
+        lines += [f"  block {b['block']} fell back to xla: {b['reason']}"
+                  for b in s["fallback_blocks"]]
+        lines.append("")
+        lines.append(f"  {'block':>5}  {'type':<12}  {'kernel':<6}  {'ops':>3}  "
+                     f"{'writes':>9}  operations")
+        for kernel in self.optimized.executable.kernels:
+            block = kernel.block
+            ops = "+".join(block.ops)
+            lines.append(f"  {block.id:>5}  {block.mapping_type.label:<12}  {kernel.backend:<6}  "
+                         f"{len(block.nodes):>3}  {_si(sum(v.nbytes for v in block.outputs), 'B'):>9}"
+                         f"  {ops if len(ops) <= 70 else ops[:67] + '...'}")
+        return "\n".join(lines)
+
+    def to_dot(self) -> str:
+        """Graphviz DOT: inputs as ellipses, each block a cluster coloured by mapping type."""
+        graph = self.graph
+        lines = ["digraph dnnfusion {", "  rankdir=TB;",
+                 '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];']
+        names: dict[Any, str] = {}
+        for i, var in enumerate(graph.inputs):
+            names[var] = f"in{i}"
+            lines.append(f'  in{i} [shape=ellipse, fillcolor="#ffffff", label="input {i}\\n{var.type_str}"];')
+        for block in self.plan.blocks:
+            colour = _COLOURS[block.mapping_type]
+            lines.append(f"  subgraph cluster_b{block.id} {{")
+            lines.append(f'    label="block {block.id}: {block.mapping_type.label}"; '
+                         f'style="rounded,filled"; fillcolor="{colour}"; color="#666666";')
+            for node in block.nodes:
+                node_id = f"n{node.outputs[0].id}"
+                for out in node.outputs:
+                    names[out] = node_id
+                label = f"{node.op}\\n{node.outputs[0].type_str}"
+                lines.append(f'    {node_id} [fillcolor="#ffffff", label="{label}"];')
+            lines.append("  }")
+        for block in self.plan.blocks:
+            for node in block.nodes:
+                for var in dict.fromkeys(node.inputs):
+                    if var in names:  # constants are left out to keep the picture readable
+                        lines.append(f"  {names[var]} -> n{node.outputs[0].id};")
+        for i, var in enumerate(graph.outputs):
+            lines.append(f'  out{i} [shape=ellipse, fillcolor="#ffffff", label="output {i}"];')
+            if var in names:
+                lines.append(f"  {names[var]} -> out{i};")
+        lines.append("}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<dnnfusion Report {self.optimized.name}: {len(self.plan.blocks)} blocks>"
+
+
+def _si(value: float, unit: str = "") -> str:
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}".rstrip()
