@@ -89,6 +89,7 @@ class DnnFusionFunction:
         key = (in_tree, tuple(_aval_key(x) for x in leaves), statics)
         optimized = self._plans.get(key)
         if optimized is None:
+            @functools.wraps(self.fun)
             def with_statics(*dyn_args, **dyn_kwargs):
                 return self.fun(*self._merge_static(dyn_args, statics[0]),
                                 **dyn_kwargs, **dict(statics[1]))

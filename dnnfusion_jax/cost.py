@@ -30,8 +30,8 @@ TRANSCENDENTAL_PRIMITIVES = frozenset("""
 """.split())
 
 _FREE = frozenset("""
-    convert_element_type copy stop_gradient reshape squeeze expand_dims transpose rev
-    broadcast_in_dim gather dynamic_slice dynamic_update_slice concatenate slice split pad iota
+    convert_element_type copy stop_gradient reshape squeeze transpose rev broadcast_in_dim
+    gather dynamic_slice dynamic_update_slice concatenate stack slice split unstack pad iota
     tile
 """.split())
 

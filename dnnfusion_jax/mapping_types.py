@@ -25,7 +25,7 @@ class MappingType(enum.IntEnum):
     """Mapping types ordered by complexity, as in the paper (a fused pair takes the larger)."""
 
     ONE_TO_ONE = 0    # out[i] reads in[i] of each operand through a 1-1 index map
-    REORGANIZE = 1    # pure copy keeping element order (reshape, squeeze, expand_dims)
+    REORGANIZE = 1    # pure copy keeping element order (reshape, squeeze, size-1 broadcast)
     SHUFFLE = 2       # permutation of dimensions or of element order (transpose, rev)
     ONE_TO_MANY = 3   # an input element feeds many outputs (broadcast, gather, size-1 broadcast)
     MANY_TO_MANY = 4  # an output reads many inputs (dot, conv, reductions, pooling, cumsum)
@@ -52,18 +52,18 @@ ELEMENTWISE_PRIMITIVES = frozenset("""
     cbrt ceil clamp clz complex conj convert_element_type copy cos cosh
     digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt igamma igamma_grad_a igammac imag
     integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg nextafter not or
-    polygamma population_count pow random_gamma_grad real reduce_precision
+    polygamma population_count pow real reduce_precision
     regularized_incomplete_beta rem round rsqrt select_n shift_left shift_right_arithmetic
     shift_right_logical sign sin sinh sqrt square stop_gradient sub tan tanh xor zeta
 """.split())
 
 # One-to-One structural primitives: each output element copies at most one input element,
 # but shapes differ (the paper counts Concat, Slice and Split as One-to-One).
-STRUCTURAL_ONE_TO_ONE = frozenset("concatenate slice split pad iota".split())
+STRUCTURAL_ONE_TO_ONE = frozenset("concatenate stack slice split unstack pad iota".split())
 
 PRIMITIVE_MAPPING_TYPES: dict[str, MappingType] = {
     **{name: MappingType.ONE_TO_ONE for name in ELEMENTWISE_PRIMITIVES | STRUCTURAL_ONE_TO_ONE},
-    **{name: MappingType.REORGANIZE for name in "reshape squeeze expand_dims".split()},
+    **{name: MappingType.REORGANIZE for name in "reshape squeeze".split()},
     **{name: MappingType.SHUFFLE for name in "transpose rev".split()},
     **{name: MappingType.ONE_TO_MANY for name in
        "broadcast_in_dim gather dynamic_slice tile".split()},

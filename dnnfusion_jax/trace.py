@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,7 @@ def trace_function(fun: Callable, args: Sequence[Any], kwargs: dict | None = Non
     leaves, in_tree = jax.tree_util.tree_flatten((tuple(args), dict(kwargs or {})))
     out_trees: list[Any] = []
 
+    @functools.wraps(fun)  # errors and debug info then name the user's function
     def flat_fun(*flat_args):
         call_args, call_kwargs = jax.tree_util.tree_unflatten(in_tree, flat_args)
         out_leaves, out_tree = jax.tree_util.tree_flatten(fun(*call_args, **call_kwargs))

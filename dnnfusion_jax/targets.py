@@ -1,0 +1,51 @@
+"""Loading a model named on the command line: ``path/to/file.py[:attr]`` or ``module:attr``.
+
+The named attribute (default ``example``) is called with no arguments and must return
+``(fn, args)``: the function to optimise and a tuple of its arguments.
+
+Example:
+    >>> fn, args = load_target("examples/bert.py:example_small")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def load_target(target: str) -> tuple[Callable, tuple[Any, ...], str]:
+    """Returns ``(fn, args, name)`` for a TARGET string; raises ValueError with a hint."""
+    location, _, attr = target.partition(":")
+    if location.endswith(".py") or Path(location).is_file():
+        module = _load_file(Path(location))
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ImportError as error:
+            raise ValueError(f"cannot import {location!r} ({error}); TARGET is "
+                             "path/to/file.py[:attr] or module:attr") from error
+    attr = attr or "example"
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{location} has no callable {attr!r}; it should define "
+                         f"{attr}() -> (fn, args)")
+    result = factory()
+    if not (isinstance(result, tuple) and len(result) == 2 and callable(result[0])):
+        raise ValueError(f"{target}: {attr}() must return (fn, args), got {type(result).__name__}")
+    fn, args = result
+    name = f"{Path(location).stem}" + (f":{attr}" if attr != "example" else "")
+    return fn, tuple(args), name
+
+
+def _load_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    module_name = f"_dnnfusion_target_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,174 @@
+"""dnnfusion.jit behaves like jax.jit: calling convention, caching, transformations, errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dnnfusion_jax as dnnfusion
+from dnnfusion_jax import options as options_module
+from conftest import assert_tree_allclose
+
+X = jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4)
+W = jnp.linspace(0.5, -0.5, 16, dtype=jnp.float32).reshape(4, 4)
+
+
+def layer(x, w):
+    return jax.nn.gelu(x @ w) + jnp.tanh(x)
+
+
+def test_bare_and_configured_decorators():
+    bare = dnnfusion.jit(layer)
+    configured = dnnfusion.jit(backend="xla", fallback=False)(layer)
+    assert_tree_allclose(bare(X, W), jax.jit(layer)(X, W))
+    assert_tree_allclose(configured(X, W), jax.jit(layer)(X, W))
+    assert bare.__name__ == "layer" and bare.fun is layer
+
+
+def test_pytrees_static_args_and_kwargs():
+    def fn(params, x, *, mode, repeat=1):
+        y = x @ params["w"]
+        for _ in range(repeat):
+            y = jnp.tanh(y) if mode == "tanh" else jax.nn.relu(y)
+        return {"y": y, "stats": (y.sum(), y.max())}
+    params = {"w": W}
+    for kwargs in ({"mode": "tanh", "repeat": 2}, {"mode": "relu"}):
+        got = dnnfusion.jit(fn, static_argnames=("mode", "repeat"), fallback=False)(params, X, **kwargs)
+        assert_tree_allclose(got, jax.jit(fn, static_argnames=("mode", "repeat"))(params, X, **kwargs))
+
+
+def test_static_argnums_including_negative():
+    f = dnnfusion.jit(lambda x, n: x * n, static_argnums=-1)
+    assert f(X, 3).tolist() == (X * 3).tolist()
+    g = dnnfusion.jit(lambda n, x: jnp.tile(x, (n, 1)), static_argnums=0)
+    assert g(2, X).shape == (6, 4)
+
+
+def test_second_call_with_same_signature_does_not_retrace():
+    traces = []
+
+    def fn(x):
+        traces.append(1)
+        return jnp.exp(x) * 2
+    f = dnnfusion.jit(fn)
+    f(X)
+    f(X + 1)
+    assert len(traces) == 1
+    f(jnp.ones((5, 4)))
+    assert len(traces) == 2
+    f.explain(X)  # the plan for this signature is cached too
+    assert len(traces) == 2
+
+
+def test_inside_jit_vmap_and_grad():
+    f = dnnfusion.jit(layer, fallback=False)
+    assert_tree_allclose(jax.jit(lambda x, w: f(x, w) * 2)(X, W), jax.jit(lambda x, w: layer(x, w) * 2)(X, W))
+    batch = jnp.stack([X, X * 2, -X])
+    assert_tree_allclose(jax.vmap(f, in_axes=(0, None))(batch, W), jax.vmap(layer, in_axes=(0, None))(batch, W))
+    loss = lambda fn: lambda w: jnp.sum(fn(X, w) ** 2)  # noqa: E731
+    assert_tree_allclose(jax.grad(loss(f))(W), jax.grad(loss(layer))(W), rtol=1e-5, atol=1e-6)
+    assert_tree_allclose(jax.jvp(f, (X, W), (X, W)), jax.jvp(layer, (X, W), (X, W)))
+
+
+def test_grad_with_respect_to_a_closed_over_tracer():
+    def loss(w):
+        return dnnfusion.jit(lambda x: jnp.sin(x * w))(X).sum()
+    assert_tree_allclose(jax.grad(loss)(1.5), jax.grad(lambda w: jnp.sin(X * w).sum())(1.5))
+
+
+def test_donated_arguments_are_accepted():
+    f = dnnfusion.jit(lambda x: x + 1.0, donate_argnums=0)
+    assert f(jnp.zeros(3)).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_python_scalars_and_integer_outputs():
+    f = dnnfusion.jit(lambda x, s: (jnp.argmax(x * s, axis=1), x.shape[0] * s))
+    got, want = f(X, 2.0), jax.jit(lambda x, s: (jnp.argmax(x * s, axis=1), x.shape[0] * s))(X, 2.0)
+    assert_tree_allclose(got, want)
+
+
+def test_methods_bind_self_like_functions():
+    class Model:
+        scale = 3.0
+
+        @dnnfusion.jit(static_argnums=0)
+        def apply(self, x):
+            return x * self.scale
+
+        def __hash__(self):
+            return 0
+
+        def __eq__(self, other):
+            return isinstance(other, Model)
+    assert Model().apply(X).tolist() == (X * 3.0).tolist()
+
+
+def test_non_array_argument_error_names_the_argument():
+    with pytest.raises(TypeError, match=r"path x"):
+        dnnfusion.jit(layer)("not an array", W)
+
+
+def test_shape_errors_are_jaxs_own():
+    with pytest.raises(TypeError, match="dot_general requires contracting dimensions"):
+        dnnfusion.jit(layer)(X, jnp.ones((5, 4)))
+
+
+def test_untraceable_function_gives_jaxs_error():
+    def branchy(x):
+        return x if x.sum() > 0 else -x
+    with pytest.raises(jax.errors.TracerBoolConversionError, match="branchy"):
+        dnnfusion.jit(branchy)(X)
+
+
+def test_unknown_backend_and_option_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; valid backends: 'auto', 'xla'"):
+        dnnfusion.jit(layer, backend="cuda")
+    with pytest.raises(TypeError, match=r"unknown option 'fusion_level'; valid options: backend"):
+        dnnfusion.jit(layer, fusion_level=3)
+    with pytest.raises(ValueError, match="valid planners"):
+        dnnfusion.jit(planner="magic")
+    with pytest.raises(TypeError, match="must be True or False"):
+        dnnfusion.jit(layer, rewrite="yes")
+
+
+def test_internal_errors_fall_back_to_xla_with_a_warning(monkeypatch):
+    class BrokenPlanner:
+        name = "broken"
+
+        def plan(self, graph):
+            raise RuntimeError("planner bug")
+    monkeypatch.setitem(options_module.PLANNERS, "broken", BrokenPlanner)
+    with pytest.warns(RuntimeWarning, match="planner bug"):
+        got = dnnfusion.jit(layer, planner="broken")(X, W)
+    assert_tree_allclose(got, jax.jit(layer)(X, W))
+    with pytest.raises(RuntimeError, match="planner bug"):
+        dnnfusion.jit(layer, planner="broken", fallback=False)(X, W)
+
+
+def test_debug_prints_every_stage(capsys):
+    dnnfusion.jit(layer, debug=True)(X, W)
+    out = capsys.readouterr().out
+    for stage in ("jaxpr of layer", "IR after rewriting", "fusion blocks", "generated code"):
+        assert f"==== dnnfusion: {stage}" in out
+    assert "dot_general" in out
+
+
+def test_effects_run_in_order(capsys):
+    def fn(x):
+        jax.debug.print("one {}", x[0])
+        jax.debug.print("two {}", x[1])
+        return x * 2
+    dnnfusion.jit(fn, fallback=False)(jnp.arange(2.0)).block_until_ready()
+    jax.effects_barrier()
+    out = capsys.readouterr().out
+    assert out.index("one") < out.index("two")
+
+
+def test_lower_gives_one_executable():
+    text = dnnfusion.jit(layer).lower(X, W).as_text()
+    assert "dot_general" in text or "dot" in text
+
+
+def test_numpy_and_inf_nan_inputs_match_jax_jit():
+    x = np.array([[0.0, np.inf, -np.inf, np.nan], [1.0, -1.0, 1e30, -1e-30], [3, 4, 5, 6]], np.float32)
+    fn = lambda x: (jax.nn.softmax(x, axis=1), jnp.log(jnp.abs(x)) * x, jnp.maximum(x, 0.0))  # noqa: E731
+    assert_tree_allclose(dnnfusion.jit(fn, fallback=False)(x), jax.jit(fn)(x))

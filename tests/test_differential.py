@@ -1,0 +1,502 @@
+"""Differential testing on random graphs: ``dnnfusion.jit`` must agree with ``jax.jit``.
+
+A hypothesis strategy draws a small straight-line program: 2-3 input arrays (f32, rank 1-3,
+dims 1-6) and 3-12 operations, each reading values computed before it (inputs or earlier
+results). The operations come from these families:
+
+  * unary      neg, exp, log(|x|+1), tanh, logistic, sqrt(|x|), sin, abs, square,
+               integer_pow, relu (as maximum with 0)
+  * binary     add, sub, mul, safe div a/(1+b*b), maximum, minimum, with implicit
+               numpy broadcasting whenever the operand shapes are broadcast-compatible
+  * broadcast  jnp.broadcast_to (new leading dim, or a size-1 dim expanded) and
+               lax.broadcast_in_dim (new dim anywhere)
+  * reduce     sum/max/min/mean over one axis, with and without keepdims
+  * reshape    flatten, split a dim, merge two adjacent dims, insert a size-1 dim
+  * transpose  a random permutation
+  * slice      x[..., a:b, ...] along one axis
+  * concat     x with itself, with -x, or with another value of matching shape
+  * where      jnp.where(cmp(a, b), a, b) with cmp in >, <, >=, ==
+  * dot        x @ x.T, x.T @ x, a @ b, einsum("ij,kj->ik"), batched x @ x^T, and x @ w
+               with w a fresh weight input
+  * repeat     an earlier op once more (a common subexpression for CSE)
+
+Half of the time an op reads the newest value, so chains (reshape of reshape, transpose of
+transpose, ...) that the simplifier composes are frequent.
+
+The function returns the last value plus one or two earlier values (possibly repeated, so
+outputs may be shared, and possibly inputs). The program is plain data and the function is
+built from it deterministically, so hypothesis shrinks failing programs to small ones.
+
+Every example runs through ``dnnfusion.jit(f, fallback=False)`` with planner "greedy" and
+"none", each with rewrite on and off, and is compared with ``jax.jit(f)``; the explain report
+must satisfy blocks <= ops_after_rewrite, and greedy must never use more blocks than "none".
+A second test injects inf, -inf, NaN and 0 into the inputs.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import dnnfusion_jax as dnnfusion
+
+RTOL = ATOL = 1e-5
+MAX_RANK = 4
+MAX_SIZE = 256  # elements per value: keeps compile and run time small
+
+# ----------------------------------------------------------------------------- op vocabulary
+
+UNARY = {
+    "neg": jnp.negative,
+    "exp": jnp.exp,
+    "log_abs1": lambda x: jnp.log(jnp.abs(x) + 1.0),
+    "tanh": jnp.tanh,
+    "logistic": jax.nn.sigmoid,
+    "sqrt_abs": lambda x: jnp.sqrt(jnp.abs(x)),
+    "sin": jnp.sin,
+    "abs": jnp.abs,
+    "square": jnp.square,
+    "integer_pow": lambda x: lax.integer_pow(x, 3),
+    "relu": lambda x: jnp.maximum(x, 0.0),
+}
+
+BINARY = {
+    "add": jnp.add,
+    "sub": jnp.subtract,
+    "mul": jnp.multiply,
+    "div": lambda a, b: a / (1.0 + b * b),
+    "max": jnp.maximum,
+    "min": jnp.minimum,
+}
+
+REDUCE = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "mean": jnp.mean}
+
+COMPARE = {"gt": jnp.greater, "lt": jnp.less, "ge": jnp.greater_equal, "eq": jnp.equal}
+
+FAMILIES = ("unary", "binary", "broadcast", "reduce", "reshape", "transpose", "slice",
+            "concat", "where", "dot", "repeat")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation: ``family``/``kind`` say what, ``args`` index earlier values."""
+
+    family: str
+    kind: str
+    args: tuple[int, ...]
+    params: tuple
+    shape: tuple[int, ...]  # the result's shape, as the generator predicts it
+
+    def __repr__(self) -> str:
+        return f"{self.family}.{self.kind}{self.args}{list(self.params)} -> {self.shape}"
+
+
+@dataclass(frozen=True)
+class Program:
+    """Inputs ``0..len(input_shapes)-1``, then one value per op; weights are extra inputs."""
+
+    input_shapes: tuple[tuple[int, ...], ...]
+    weight_shapes: tuple[tuple[int, ...], ...]
+    ops: tuple[Op, ...]
+    outputs: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        lines = [f"Program(inputs={list(self.input_shapes)}, weights={list(self.weight_shapes)},"]
+        n = len(self.input_shapes)
+        lines += [f"  v{n + i} = {op!r}" for i, op in enumerate(self.ops)]
+        lines.append(f"  outputs={['v%d' % i for i in self.outputs]})")
+        return "\n".join(lines)
+
+
+def apply_op(op: Op, values: list, weights: list):
+    """The jax computation of one op (used while tracing the built function)."""
+    a = values[op.args[0]]
+    p = op.params
+    if op.family == "unary":
+        return UNARY[op.kind](a)
+    if op.family == "binary":
+        return BINARY[op.kind](a, values[op.args[1]])
+    if op.family == "broadcast":
+        if op.kind == "broadcast_to":
+            return jnp.broadcast_to(a, op.shape)
+        return lax.broadcast_in_dim(a, op.shape, p[0])
+    if op.family == "reduce":
+        axis, keepdims = p
+        return REDUCE[op.kind](a, axis=axis, keepdims=keepdims)
+    if op.family == "reshape":
+        return jnp.reshape(a, op.shape)
+    if op.family == "transpose":
+        return jnp.transpose(a, p[0])
+    if op.family == "slice":
+        axis, start, stop = p
+        return a[(slice(None),) * axis + (slice(start, stop),)]
+    if op.family == "concat":
+        axis = p[0]
+        other = {"self": a, "neg": -a}.get(op.kind)
+        if other is None:
+            other = values[op.args[1]]
+        return jnp.concatenate([a, other], axis=axis)
+    if op.family == "where":
+        b = values[op.args[1]]
+        return jnp.where(COMPARE[op.kind](a, b), a, b)
+    if op.family == "dot":
+        if op.kind == "x_xT":
+            return a @ a.T
+        if op.kind == "xT_x":
+            return a.T @ a
+        if op.kind == "matmul":
+            return jnp.matmul(a, values[op.args[1]])
+        if op.kind == "einsum_nt":
+            return jnp.einsum("ij,kj->ik", a, values[op.args[1]])
+        if op.kind == "batched":
+            return jnp.matmul(a, jnp.swapaxes(a, -1, -2))
+        if op.kind == "weight":
+            return jnp.matmul(a, weights[p[0]])
+    raise AssertionError(f"unknown op {op!r}")
+
+
+def build_function(program: Program):
+    """The function the program describes: f(*inputs, *weights) -> tuple of outputs."""
+    n_inputs = len(program.input_shapes)
+
+    def f(*args):
+        values = list(args[:n_inputs])
+        weights = list(args[n_inputs:])
+        for op in program.ops:
+            result = apply_op(op, values, weights)
+            assert result.shape == op.shape, (op, result.shape)  # the generator's own check
+            values.append(result)
+        return tuple(values[i] for i in program.outputs)
+
+    f.__name__ = "random_program"
+    return f
+
+
+# ----------------------------------------------------------------------------- the generator
+
+def _size(shape) -> int:
+    return math.prod(shape)
+
+
+def _broadcast(s1, s2):
+    try:
+        return tuple(np.broadcast_shapes(s1, s2))
+    except ValueError:
+        return None
+
+
+def _fits(shape) -> bool:
+    return len(shape) <= MAX_RANK and _size(shape) <= MAX_SIZE
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(2, n) if n % d == 0]
+
+
+dims = st.integers(1, 6)
+
+
+@st.composite
+def input_shapes(draw):
+    """2-3 shapes, rank 1-3, dims 1-6, often broadcast-compatible with the first one."""
+    base = tuple(draw(st.lists(dims, min_size=1, max_size=3)))
+    shapes = [base]
+    for _ in range(draw(st.integers(1, 2))):
+        how = draw(st.sampled_from(["same", "ones", "suffix", "fresh"]))
+        if how == "same":
+            shapes.append(base)
+        elif how == "ones":  # some dims set to 1: broadcasts against base
+            mask = draw(st.lists(st.booleans(), min_size=len(base), max_size=len(base)))
+            shapes.append(tuple(1 if m else d for d, m in zip(base, mask)))
+        elif how == "suffix":  # a trailing part: broadcasts by rank promotion
+            shapes.append(base[draw(st.integers(0, len(base) - 1)):])
+        else:
+            shapes.append(tuple(draw(st.lists(dims, min_size=1, max_size=3))))
+    return tuple(shapes)
+
+
+def _choices(shapes: list[tuple[int, ...]], ops: list[Op]) -> dict[str, list]:
+    """Which families are possible given the current values (family -> candidates)."""
+    idx = range(len(shapes))
+    out: dict[str, list] = {"unary": list(idx), "repeat": list(ops)}
+    pairs = [(i, j) for i in idx for j in idx
+             if (s := _broadcast(shapes[i], shapes[j])) is not None and _fits(s)]
+    out["binary"] = pairs
+    out["where"] = pairs
+    out["broadcast"] = [i for i in idx if len(shapes[i]) < MAX_RANK or 1 in shapes[i]]
+    nonscalar = [i for i in idx if len(shapes[i]) >= 1]
+    out["reduce"] = nonscalar
+    out["reshape"] = list(idx)
+    out["transpose"] = [i for i in idx if len(shapes[i]) >= 2]
+    out["slice"] = nonscalar
+    out["concat"] = [i for i in nonscalar if 2 * _size(shapes[i]) <= MAX_SIZE]
+    out["dot"] = [i for i in nonscalar]
+    return {k: v for k, v in out.items() if v}
+
+
+def _pick(draw, candidates: list):
+    """A candidate, half of the time the newest one (so that ops chain: reshape of reshape,
+    transpose of transpose, ...), otherwise any."""
+    if len(candidates) > 1 and draw(st.booleans()):
+        return candidates[-1]
+    return draw(st.sampled_from(candidates))
+
+
+@st.composite
+def _op(draw, shapes: list[tuple[int, ...]], ops: list[Op],
+        n_weights: int) -> tuple[Op, tuple | None]:
+    """One op over the current values; returns it and a new weight shape (or None)."""
+    choices = _choices(shapes, ops)
+    family = draw(st.sampled_from([f for f in FAMILIES if f in choices]))
+    if family == "repeat":  # the same computation again: common subexpressions for CSE
+        return _pick(draw, choices[family]), None
+    if family in ("binary", "where"):
+        i, j = _pick(draw, choices[family])
+        kind = draw(st.sampled_from(sorted(BINARY if family == "binary" else COMPARE)))
+        return Op(family, kind, (i, j), (), _broadcast(shapes[i], shapes[j])), None
+
+    i = _pick(draw, choices[family])
+    s = shapes[i]
+    if family == "unary":
+        return Op(family, draw(st.sampled_from(list(UNARY))), (i,), (), s), None
+
+    if family == "broadcast":
+        options = []
+        if len(s) < MAX_RANK:
+            options += ["broadcast_to", "broadcast_in_dim"]
+        if 1 in s:
+            options.append("expand_one")
+        how = draw(st.sampled_from(options))
+        k = draw(st.integers(2, 4))
+        if how == "broadcast_to":  # a new leading dim
+            shape = (k, *s)
+            kind, params = "broadcast_to", ()
+        elif how == "expand_one":  # a size-1 dim becomes k
+            axis = draw(st.sampled_from([a for a, d in enumerate(s) if d == 1]))
+            shape = s[:axis] + (k,) + s[axis + 1:]
+            kind, params = "broadcast_to", ()
+        else:  # a new dim at any position
+            pos = draw(st.integers(0, len(s)))
+            shape = s[:pos] + (k,) + s[pos:]
+            kind, params = "broadcast_in_dim", (tuple(d for d in range(len(shape)) if d != pos),)
+        if not _fits(shape):  # too big: broadcast to a size-1 dim instead (still an op)
+            shape = (1, *s) if len(s) < MAX_RANK else s
+            kind, params = "broadcast_to", ()
+        return Op(family, kind, (i,), params, shape), None
+
+    if family == "reduce":
+        axis = draw(st.integers(0, len(s) - 1))
+        keepdims = draw(st.booleans())
+        shape = s[:axis] + ((1,) if keepdims else ()) + s[axis + 1:]
+        return Op(family, draw(st.sampled_from(list(REDUCE))), (i,), (axis, keepdims), shape), None
+
+    if family == "reshape":
+        options = ["flatten"]
+        if len(s) < MAX_RANK:
+            options.append("expand")
+            if any(_divisors(d) for d in s):
+                options.append("split")
+        if len(s) >= 2:
+            options.append("merge")
+        kind = draw(st.sampled_from(options))
+        if kind == "flatten":
+            shape = (_size(s),)
+        elif kind == "expand":
+            pos = draw(st.integers(0, len(s)))
+            shape = s[:pos] + (1,) + s[pos:]
+        elif kind == "split":
+            axis = draw(st.sampled_from([a for a, d in enumerate(s) if _divisors(d)]))
+            factor = draw(st.sampled_from(_divisors(s[axis])))
+            shape = s[:axis] + (factor, s[axis] // factor) + s[axis + 1:]
+        else:
+            axis = draw(st.integers(0, len(s) - 2))
+            shape = s[:axis] + (s[axis] * s[axis + 1],) + s[axis + 2:]
+        return Op(family, kind, (i,), (), shape), None
+
+    if family == "transpose":
+        perm = tuple(draw(st.permutations(range(len(s)))))
+        return Op(family, "perm", (i,), (perm,), tuple(s[p] for p in perm)), None
+
+    if family == "slice":
+        axis = draw(st.integers(0, len(s) - 1))
+        start = draw(st.integers(0, s[axis] - 1))
+        stop = draw(st.integers(start + 1, s[axis]))
+        shape = s[:axis] + (stop - start,) + s[axis + 1:]
+        return Op(family, "slice", (i,), (axis, start, stop), shape), None
+
+    if family == "concat":
+        axis = draw(st.integers(0, len(s) - 1))
+        others = [j for j, t in enumerate(shapes) if len(t) == len(s)
+                  and all(a == b for d, (a, b) in enumerate(zip(s, t)) if d != axis)
+                  and _fits(s[:axis] + (s[axis] + t[axis],) + s[axis + 1:])]
+        kind = draw(st.sampled_from(["self", "neg", "other"]))
+        if kind == "other":
+            j = draw(st.sampled_from(others))  # never empty: s itself qualifies
+            shape = s[:axis] + (s[axis] + shapes[j][axis],) + s[axis + 1:]
+            return Op(family, kind, (i, j), (axis,), shape), None
+        return Op(family, kind, (i,), (axis,), s[:axis] + (2 * s[axis],) + s[axis + 1:]), None
+
+    # dot
+    options = ["weight"]
+    if len(s) == 2:
+        options += ["x_xT", "xT_x"]
+        if any(len(t) == 2 and t[0] == s[1] for t in shapes):
+            options.append("matmul")
+        if any(len(t) == 2 and t[1] == s[1] for t in shapes):
+            options.append("einsum_nt")
+    if len(s) == 3 and _size((s[0], s[1], s[1])) <= MAX_SIZE:
+        options.append("batched")
+    kind = draw(st.sampled_from(options))
+    if kind == "x_xT":
+        return Op(family, kind, (i,), (), (s[0], s[0])), None
+    if kind == "xT_x":
+        return Op(family, kind, (i,), (), (s[1], s[1])), None
+    if kind == "matmul":
+        j = draw(st.sampled_from([j for j, t in enumerate(shapes) if len(t) == 2 and t[0] == s[1]]))
+        return Op(family, kind, (i, j), (), (s[0], shapes[j][1])), None
+    if kind == "einsum_nt":
+        j = draw(st.sampled_from([j for j, t in enumerate(shapes) if len(t) == 2 and t[1] == s[1]]))
+        return Op(family, kind, (i, j), (), (s[0], shapes[j][0])), None
+    if kind == "batched":
+        return Op(family, kind, (i,), (), (s[0], s[1], s[1])), None
+    m = draw(st.integers(1, 6))
+    shape = s[:-1] + (m,)
+    return Op(family, "weight", (i,), (n_weights,), shape), (s[-1], m)
+
+
+@st.composite
+def programs(draw) -> Program:
+    inputs = draw(input_shapes())
+    shapes = list(inputs)
+    weights: list[tuple[int, ...]] = []
+    ops = []
+    for _ in range(draw(st.integers(3, 12))):
+        op, weight = draw(_op(shapes, ops, len(weights)))
+        if weight is not None:
+            weights.append(weight)
+        ops.append(op)
+        shapes.append(op.shape)
+    last = len(shapes) - 1
+    extra = draw(st.lists(st.integers(0, last), min_size=1, max_size=2))
+    return Program(tuple(inputs), tuple(weights), tuple(ops), (last, *extra))
+
+
+# ----------------------------------------------------------------------------- input values
+
+def make_args(program: Program, seed: int, specials=()) -> list[np.ndarray]:
+    """Standard normal f32 inputs (then weights); ``specials`` are (arg, position, value)."""
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal(shape).astype(np.float32)
+            for shape in (*program.input_shapes, *program.weight_shapes)]
+    for which, position, value in specials:
+        arr = args[which % len(args)]
+        arr.reshape(-1)[position % arr.size] = value
+    return args
+
+
+special_values = st.lists(
+    st.tuples(st.integers(0, 7), st.integers(0, 10_000),
+              st.sampled_from([np.inf, -np.inf, np.nan, 0.0])),
+    min_size=1, max_size=6)
+
+
+# ----------------------------------------------------------------------------- the check
+
+CONFIGS = [(planner, rewrite) for planner in ("greedy", "none") for rewrite in (True, False)]
+
+
+def check_program(program: Program, args: list[np.ndarray]) -> None:
+    f = build_function(program)
+    expected = jax.jit(f)(*args)
+    blocks = {}
+    for planner, rewrite in CONFIGS:
+        fused = dnnfusion.jit(f, fallback=False, planner=planner, rewrite=rewrite)
+        got = fused(*args)
+        assert len(got) == len(expected)
+        for k, (g, e) in enumerate(zip(got, expected)):
+            where = f"output {k} (planner={planner}, rewrite={rewrite})"
+            assert g.shape == e.shape and g.dtype == e.dtype, (where, g.shape, e.shape)
+            np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=RTOL, atol=ATOL,
+                                       equal_nan=True, err_msg=where)
+        summary = dnnfusion.explain(fused, *args).summary()
+        assert summary["internal_error"] is None
+        assert summary["planner"] == planner
+        assert summary["blocks"] <= summary["ops_after_rewrite"], summary
+        if planner == "none":  # one block per operation
+            assert summary["blocks"] == summary["ops_after_rewrite"], summary
+        blocks[planner, rewrite] = summary["blocks"]
+    for rewrite in (True, False):
+        assert blocks["greedy", rewrite] <= blocks["none", rewrite], blocks
+
+
+SETTINGS = settings(max_examples=45, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@SETTINGS
+@given(program=programs(), seed=st.integers(0, 2**32 - 1))
+def test_random_graph_matches_jax_jit(program, seed):
+    check_program(program, make_args(program, seed))
+
+
+@settings(SETTINGS, max_examples=25)
+@given(program=programs(), seed=st.integers(0, 2**32 - 1), specials=special_values)
+def test_random_graph_with_inf_nan_zero_matches_jax_jit(program, seed, specials):
+    check_program(program, make_args(program, seed, specials))
+
+
+def test_generator_covers_every_family():
+    """The generator is not degenerate: all families, kinds, broadcasting and multi-output,
+    and its programs make the simplifier's rules fire (traced only, nothing compiled)."""
+    seen: Counter = Counter()
+    rules: Counter = Counter()
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(programs())
+    def collect(program):
+        shapes = [*program.input_shapes, *(op.shape for op in program.ops)]
+        for op in program.ops:
+            seen[op.family] += 1
+            seen[op.family, op.kind] += 1
+            if op.family == "binary" and shapes[op.args[0]] != shapes[op.args[1]]:
+                seen["implicit-broadcast"] += 1
+            if op.family == "reduce":
+                seen["keepdims", op.params[1]] += 1
+        seen["families>=3"] += len({op.family for op in program.ops}) >= 3
+        seen["outputs>=2"] += len(program.outputs) >= 2
+        seen["shared-output"] += len(set(program.outputs)) < len(program.outputs)
+        seen["weights"] += bool(program.weight_shapes)
+        seen["ops"] += len(program.ops)
+        seen["programs"] += 1
+        if seen["programs"] % 2:  # every other program is traced and simplified
+            args = [jax.ShapeDtypeStruct(shape, jnp.float32)
+                    for shape in (*program.input_shapes, *program.weight_shapes)]
+            rules.update(dnnfusion.explain(build_function(program), *args)
+                         .summary()["rules_fired"])
+
+    collect()
+    missing = [f for f in FAMILIES if not seen[f]]
+    missing += [(fam, k) for fam, kinds in (("unary", UNARY), ("binary", BINARY),
+                                            ("reduce", REDUCE), ("where", COMPARE))
+                for k in kinds if not seen[fam, k]]
+    missing += [key for key in ("implicit-broadcast", ("keepdims", True), ("keepdims", False),
+                                "families>=3", "outputs>=2", "shared-output", "weights",
+                                ("dot", "x_xT"), ("dot", "matmul"), ("dot", "weight"),
+                                ("concat", "other"), ("reshape", "split"), ("reshape", "merge"),
+                                ("broadcast", "broadcast_in_dim")) if not seen[key]]
+    missing += [rule for rule in ("cse", "reshape-reshape", "transpose-transpose",
+                                  "transpose-identity", "reshape-noop") if not rules[rule]]
+    assert not missing, f"generator never produced: {missing}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(pytest.main([__file__, "-q"]))
