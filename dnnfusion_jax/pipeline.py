@@ -24,7 +24,7 @@ from typing import Any
 
 import jax
 
-from .executable import Executable, compile_plan, evaluate_graph
+from .executable import Executable, compile_plan
 from .ir import Graph
 from .options import BACKENDS, PLANNERS, Options
 from .plan import FusionPlan
@@ -54,10 +54,15 @@ class OptimizedFunction:
         return not any(isinstance(c, jax.core.Tracer) for c in self.traced.consts)
 
     def __call__(self, leaves: Sequence[Any]) -> list[Any]:
-        """Runs the plan on the flat arguments; derivatives come from the reference graph."""
+        """Runs the plan on the flat arguments.
+
+        Derivatives are those of the traced jaxpr itself, so the user's ``custom_jvp``,
+        ``custom_vjp`` and ``stop_gradient`` keep their meaning under ``jax.grad``.
+        """
         run = jax.custom_jvp(lambda *inputs: tuple(self.executable(*inputs)))
-        reference = lambda *inputs: tuple(evaluate_graph(self.traced.graph, *inputs))  # noqa: E731
-        run.defjvp(lambda primals, tangents: jax.jvp(reference, primals, tangents))
+        reference = self.traced.reference()
+        run.defjvp(lambda primals, tangents: jax.jvp(lambda *xs: tuple(reference(*xs)),
+                                                     primals, tangents))
         return list(run(*self.traced.consts, *leaves))
 
     def report(self):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 
 from .ir import Graph, Node, Var
 
@@ -57,6 +57,16 @@ class TracedFunction:
     jaxpr_ops: int
     in_tree: Any
     out_tree: Any
+
+    def reference(self) -> Callable[..., list[Any]]:
+        """The traced jaxpr as a function of ``(*consts, *args)``, nested calls intact.
+
+        This is what derivatives are taken of: ``custom_jvp``/``custom_vjp`` rules and
+        ``stop_gradient``, which the imported graph no longer has, still apply here.
+        """
+        jaxpr = self.closed_jaxpr.jaxpr
+        open_consts = jaxpr.replace(constvars=[], invars=[*jaxpr.constvars, *jaxpr.invars])
+        return jaxpr_as_fun(ClosedJaxpr(open_consts, []))
 
 
 def trace_function(fun: Callable, args: Sequence[Any], kwargs: dict | None = None) -> TracedFunction:

@@ -28,27 +28,23 @@ Builder = Callable[[], tuple[Callable, tuple]]
 # --------------------------------------------------------------------------------------------
 
 class _Init:
-    """Hands out deterministic random arrays, one fresh key per call."""
+    """Hands out deterministic random float32/int32 arrays (numpy generator: no compilation)."""
 
     def __init__(self, seed: int) -> None:
-        self._key = jax.random.PRNGKey(seed)
-
-    def _next(self) -> jax.Array:
-        self._key, sub = jax.random.split(self._key)
-        return sub
+        self._rng = np.random.default_rng(seed)
 
     def normal(self, shape: tuple[int, ...], scale: float | None = None) -> jax.Array:
         """Gaussian weights; default scale 1/sqrt(fan_in) with fan_in the product of all but the last dim."""
         if scale is None:
             fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
             scale = 1.0 / math.sqrt(max(fan_in, 1))
-        return scale * jax.random.normal(self._next(), shape, jnp.float32)
+        return jnp.asarray(scale * self._rng.standard_normal(shape), jnp.float32)
 
     def uniform(self, shape: tuple[int, ...], low: float, high: float) -> jax.Array:
-        return jax.random.uniform(self._next(), shape, jnp.float32, low, high)
+        return jnp.asarray(self._rng.uniform(low, high, shape), jnp.float32)
 
     def ints(self, shape: tuple[int, ...], high: int) -> jax.Array:
-        return jax.random.randint(self._next(), shape, 0, high, jnp.int32)
+        return jnp.asarray(self._rng.integers(0, high, shape), jnp.int32)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -179,6 +175,19 @@ def build_mini_bert() -> tuple[Callable, tuple]:
 # GPT-style causal block: RMS norm, causal mask, SwiGLU MLP with SiLU, tied LM head
 # --------------------------------------------------------------------------------------------
 
+def causal_attention(x: jax.Array, p: dict, num_heads: int) -> jax.Array:
+    """nanoGPT-style causal attention: heads split by transpose, scores as q @ k^T."""
+    batch, seq, d_model = x.shape
+    head_dim = d_model // num_heads
+    q, k, v = (dense(x, p[name]).reshape(batch, seq, num_heads, head_dim).transpose(0, 2, 1, 3)
+               for name in ("q", "k", "v"))
+    scores = (q @ jnp.swapaxes(k, -2, -1)) * (1.0 / math.sqrt(head_dim))   # transpose of transpose
+    causal = jnp.tril(jnp.ones((seq, seq), bool))
+    scores = jnp.where(causal[None, None], scores, -jnp.inf)
+    ctx = jax.nn.softmax(scores, axis=-1) @ v
+    return dense(ctx.transpose(0, 2, 1, 3).reshape(batch, seq, d_model), p["o"])
+
+
 def build_gpt_block() -> tuple[Callable, tuple]:
     init = _Init(3)
     vocab, batch, seq, d_model, d_ff, heads = 40, 2, 12, 32, 64, 4
@@ -196,8 +205,7 @@ def build_gpt_block() -> tuple[Callable, tuple]:
 
     def gpt_block(params, tokens):
         x = params["wte"][tokens]
-        causal = jnp.tril(jnp.ones((seq, seq), bool))[None, None]
-        x = x + multi_head_attention(rms_norm(x, params["norm1"]), params["attn"], heads, causal)
+        x = x + causal_attention(rms_norm(x, params["norm1"]), params["attn"], heads)
         h = rms_norm(x, params["norm2"])
         x = x + (jax.nn.silu(h @ params["w_gate"]) * (h @ params["w_up"])) @ params["w_down"]
         logits = rms_norm(x, params["norm_f"]) @ params["wte"].T
@@ -293,9 +301,9 @@ def build_mobilenet_block() -> tuple[Callable, tuple]:
 def group_norm(x: jax.Array, groups: int, scale: jax.Array, bias: jax.Array,
                eps: float = 1e-5) -> jax.Array:
     n, h, w, c = x.shape
-    g = x.reshape(n, h, w, groups, c // groups)
-    mean = jnp.mean(g, axis=(1, 2, 4), keepdims=True)
-    var = jnp.var(g, axis=(1, 2, 4), keepdims=True)
+    g = x.reshape(n, h * w, c).reshape(n, h * w, groups, c // groups)  # flatten, then group
+    mean = jnp.mean(g, axis=(1, 3), keepdims=True)
+    var = jnp.var(g, axis=(1, 3), keepdims=True)
     g = (g - mean) / jnp.sqrt(var + eps)
     return g.reshape(n, h, w, c) * scale + bias
 
