@@ -81,7 +81,7 @@ def bench_trace_plan(bert, layers: list[int], repeats: int) -> bool:
           "object\n    BERT-base, batch 1, seq 128; times in ms; 'total' is wall time of explain "
           f"(median of {repeats}, max in brackets,\n    the first run in the process is cold); "
           "'jax trace' is jax.jit(f).trace(*args) alone;\n    "
-          "'other' = total - stages (outer jax.jit trace of the wrapper, tracing the plan's kernels)")
+          "'other' = total - stages (outer jax.jit trace of the wrapper, tracing the kernels)")
     header = (f"  {'layers':>6} {'jaxpr_ops':>9} {'ops_rw':>6} {'blocks':>6} "
               f"{'jax trace':>9} {'total':>17} " + " ".join(f"{s[:-2]:>8}" for s in STAGES)
               + f" {'other':>8}")
@@ -90,6 +90,7 @@ def bench_trace_plan(bert, layers: list[int], repeats: int) -> bool:
     worst = {}
     for n in layers:
         fn, args = bert.example(num_layers=n)
+        jax.block_until_ready(args)  # parameter generation runs asynchronously: let it finish
         totals, stage_runs, summary = [], [], None
         for _ in range(repeats):
             gc.collect()
@@ -179,6 +180,7 @@ def bench_calls(bert, blocks: int, small_calls: int, bert_calls: int) -> bool:
                               (jnp.linspace(-1.0, 1.0, 16, dtype=jnp.float32),),
                               blocks, small_calls)
     fn, args = bert.example(num_layers=1)
+    jax.block_until_ready(args)
     b_jax, b_dnn = bench_call("BERT-base 1 layer", fn, args, blocks, bert_calls)
     ok = m_dnn - m_jax < CALL_OVERHEAD_TARGET_US
     print(f"  target: cached call adds < {CALL_OVERHEAD_TARGET_US:.0f} µs over jax.jit "
@@ -191,7 +193,7 @@ def bench_calls(bert, blocks: int, small_calls: int, bert_calls: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default="1,4,12",
-                        help="comma-separated BERT depths for the trace+plan table (default 1,4,12)")
+                        help="comma-separated BERT depths for trace+plan (default 1,4,12)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, blocks and calls")
     opts = parser.parse_args(argv)
     layers = [int(n) for n in opts.layers.split(",") if n.strip()]

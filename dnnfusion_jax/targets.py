@@ -3,8 +3,13 @@
 The named attribute (default ``example``) is called with no arguments and must return
 ``(fn, args)``: the function to optimise and a tuple of its arguments.
 
+A file inside a package (a folder with ``__init__.py``, like ``examples/``) is imported under
+its package name, so that it can import its siblings (``from .layers import conv2d``).
+
 Example:
-    >>> fn, args = load_target("examples/bert.py:example_small")  # doctest: +SKIP
+    >>> fn, args, name = load_target("examples/bert.py:example_small")
+    >>> name, len(args)
+    ('bert:example_small', 4)
 """
 from __future__ import annotations
 
@@ -43,6 +48,15 @@ def load_target(target: str) -> tuple[Callable, tuple[Any, ...], str]:
 def _load_file(path: Path) -> Any:
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
+    path = path.resolve()
+    package_parts, folder = [], path.parent
+    while (folder / "__init__.py").is_file():
+        package_parts.insert(0, folder.name)
+        folder = folder.parent
+    if package_parts:  # import as package.module so that relative imports work
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        return importlib.import_module(".".join([*package_parts, path.stem]))
     module_name = f"_dnnfusion_target_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)

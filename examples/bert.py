@@ -50,8 +50,10 @@ def init_params(key: jax.Array, num_layers: int = 12, hidden: int = 768, heads: 
     for k in k_layers:
         kq, kk, kv, ko, k1, k2 = jax.random.split(k, 6)
         layers.append({
-            "query": _dense_params(kq, hidden, hidden), "key": _dense_params(kk, hidden, hidden),
-            "value": _dense_params(kv, hidden, hidden), "attn_out": _dense_params(ko, hidden, hidden),
+            "query": _dense_params(kq, hidden, hidden),
+            "key": _dense_params(kk, hidden, hidden),
+            "value": _dense_params(kv, hidden, hidden),
+            "attn_out": _dense_params(ko, hidden, hidden),
             "attn_ln": _ln_params(hidden),
             "ffn_in": _dense_params(k1, hidden, ffn), "ffn_out": _dense_params(k2, ffn, hidden),
             "ffn_ln": _ln_params(hidden),
@@ -133,6 +135,11 @@ def example(num_layers: int = 12, seq_len: int = 128,
     segment_ids = jnp.broadcast_to(positions >= seq_len // 2, (batch, seq_len)).astype(jnp.int32)
     mask = jnp.broadcast_to(positions < seq_len - seq_len // 8, (batch, seq_len)).astype(jnp.int32)
     return bert_encoder, (params, input_ids, segment_ids, mask)
+
+
+def example_small() -> tuple[Callable, tuple]:
+    """Two encoder layers of BERT-base at sequence 128: quick to optimise and run."""
+    return example(num_layers=2)
 
 
 if __name__ == "__main__":
