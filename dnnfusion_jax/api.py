@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -52,7 +51,6 @@ class DnnFusionFunction:
         self.static_argnums, self.static_argnames = _resolve_static(
             fun, _as_tuple(static_argnums), _as_tuple(static_argnames))
         self._plans: dict[Any, OptimizedFunction] = {}
-        self._local = threading.local()
         functools.update_wrapper(self, fun)
 
         @functools.wraps(fun)
@@ -77,14 +75,22 @@ class DnnFusionFunction:
     def explain(self, *args: Any, **kwargs: Any) -> Report:
         """The report of how the function is optimised for these arguments.
 
-        Arguments may be arrays or ``jax.ShapeDtypeStruct``; nothing is executed.
+        Arguments may be arrays, Python scalars or ``jax.ShapeDtypeStruct``; nothing runs.
         """
-        self._jitted.trace(*args, **kwargs)
-        return self._local.last.report()
+        dynamic_args, dynamic_kwargs, statics = self._split_static(args, kwargs)
+        abstract = jax.tree_util.tree_map(_abstract, (dynamic_args, dynamic_kwargs))
+        return self._optimized_for(*abstract, statics).report()
 
     def _run_traced(self, args: tuple, kwargs: dict) -> Any:
         """The body of the jax.jit: find or build the plan for this signature, then run it."""
         dynamic_args, dynamic_kwargs, statics = self._split_static(args, kwargs)
+        optimized = self._optimized_for(dynamic_args, dynamic_kwargs, statics)
+        outputs = optimized(jax.tree_util.tree_leaves((dynamic_args, dynamic_kwargs)))
+        return jax.tree_util.tree_unflatten(optimized.traced.out_tree, outputs)
+
+    def _optimized_for(self, dynamic_args: tuple, dynamic_kwargs: dict,
+                       statics: tuple) -> OptimizedFunction:
+        """The cached optimisation for this signature, built on a miss."""
         leaves, in_tree = jax.tree_util.tree_flatten((dynamic_args, dynamic_kwargs))
         key = (in_tree, tuple(_aval_key(x) for x in leaves), statics)
         optimized = self._plans.get(key)
@@ -97,9 +103,7 @@ class DnnFusionFunction:
                                  name=getattr(self.fun, "__name__", None))
             if optimized.cacheable:
                 self._plans[key] = optimized
-        self._local.last = optimized
-        outputs = optimized(leaves)
-        return jax.tree_util.tree_unflatten(optimized.traced.out_tree, outputs)
+        return optimized
 
     def _split_static(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
         positions = {i % len(args) for i in self.static_argnums if -len(args) <= i < len(args)}
@@ -186,6 +190,11 @@ def _resolve_static(fun: Callable, argnums: tuple[int, ...],
     names = set(argnames) | {positional[i] for i in argnums if 0 <= i < len(positional)
                              and parameters[i].kind is not inspect.Parameter.POSITIONAL_ONLY}
     return argnums, tuple(sorted(names))
+
+
+def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
+    aval = jax.typeof(leaf)  # raises "Argument ... is not a valid JAX type" for bad leaves
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
 
 
 def _aval_key(leaf: Any) -> tuple:

@@ -172,3 +172,17 @@ def test_numpy_and_inf_nan_inputs_match_jax_jit():
     x = np.array([[0.0, np.inf, -np.inf, np.nan], [1.0, -1.0, 1e30, -1e-30], [3, 4, 5, 6]], np.float32)
     fn = lambda x: (jax.nn.softmax(x, axis=1), jnp.log(jnp.abs(x)) * x, jnp.maximum(x, 0.0))  # noqa: E731
     assert_tree_allclose(dnnfusion.jit(fn, fallback=False)(x), jax.jit(fn)(x))
+
+
+def test_explain_reports_the_signature_asked_for():
+    f = dnnfusion.jit(lambda x: jnp.exp(x).sum() if x.ndim == 1 else jnp.exp(x) * 2 + 1)
+    f(jnp.ones(3))
+    f(jnp.ones((2, 2)))  # jax.jit's trace cache now holds both signatures
+    assert f.explain(jnp.ones(3)).summary()["jaxpr_ops"] == 2
+    assert f.explain(jnp.ones((2, 2))).summary()["jaxpr_ops"] == 3
+    assert f.explain(jax.ShapeDtypeStruct((4,), jnp.float32)).summary()["jaxpr_ops"] == 2
+
+
+def test_explain_rejects_non_array_arguments():
+    with pytest.raises(TypeError, match="not a valid JAX type"):
+        dnnfusion.explain(layer, "text", W)
