@@ -1,0 +1,81 @@
+"""ALBERT-base (Lan et al., 2020, "ALBERT: A Lite BERT for Self-supervised Learning of
+Language Representations") in plain JAX, with seeded random parameters.
+
+Configuration of albert-base-v2: factorised embeddings (token, position and segment
+embeddings of width 128, a layer norm, then a 128 -> 768 projection), 12 post-LN encoder
+layers that all share ONE set of layer parameters (cross-layer sharing), 12 heads,
+feed-forward 3072 with the tanh-approximate GELU ("gelu_new"), vocabulary 30000, 512
+positions, layer-norm epsilon 1e-12, and a tanh pooler on the [CLS] token. The shared
+layer is applied 12 times by a Python loop, so the traced graph is 12 unrolled layers that
+read the same weights. Input: batch 1, sequence 128, second half segment 1, last eighth
+padding. Left out: dropout (inference), the sentence-order and MLM heads. Weights are
+normal(0, 0.02) from ``Params(0)``; nothing is downloaded.
+
+Example:
+    >>> fn, args = example()
+    >>> [o.shape for o in fn(*args)]
+    [(1, 128, 768), (1, 768)]
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .layers import (Params, attention_params, dense, dense_params, layer_norm, ln_params,
+                     multi_head_attention)
+
+LAYERS, EMBED, HIDDEN, HEADS, FFN, VOCAB, MAX_LEN = 12, 128, 768, 12, 3072, 30000, 512
+LN_EPS, STD = 1e-12, 0.02
+
+
+def init_params(gen: Params) -> dict:
+    """ALBERT-base parameters: embeddings, projection, one shared layer, pooler."""
+    return {
+        "embeddings": {"token": gen.normal((VOCAB, EMBED), STD),
+                       "position": gen.normal((MAX_LEN, EMBED), STD),
+                       "segment": gen.normal((2, EMBED), STD), "ln": ln_params(EMBED)},
+        "projection": dense_params(gen, EMBED, HIDDEN, STD),
+        "shared_layer": {"attn": attention_params(gen, HIDDEN, STD), "attn_ln": ln_params(HIDDEN),
+                         "ffn_in": dense_params(gen, HIDDEN, FFN, STD),
+                         "ffn_out": dense_params(gen, FFN, HIDDEN, STD),
+                         "ffn_ln": ln_params(HIDDEN)},
+        "pooler": dense_params(gen, HIDDEN, HIDDEN, STD),
+    }
+
+
+def albert_layer(p: dict, x: jax.Array, bias: jax.Array) -> jax.Array:
+    """One post-LN layer: attention + residual + LN, gelu_new FFN + residual + LN."""
+    x = layer_norm(p["attn_ln"], x + multi_head_attention(p["attn"], x, HEADS, bias), LN_EPS)
+    h = jax.nn.gelu(dense(p["ffn_in"], x), approximate=True)
+    return layer_norm(p["ffn_ln"], x + dense(p["ffn_out"], h), LN_EPS)
+
+
+def albert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
+           mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """ALBERT on ``(batch, seq)`` int32 ids, segment ids and 0/1 mask.
+
+    Returns ``(sequence_output (batch, seq, 768), pooled (batch, 768))``.
+    """
+    emb = params["embeddings"]
+    x = (jnp.take(emb["token"], input_ids, axis=0)
+         + emb["position"][: input_ids.shape[1]][None]
+         + jnp.take(emb["segment"], segment_ids, axis=0))
+    x = dense(params["projection"], layer_norm(emb["ln"], x, LN_EPS))
+    bias = ((1.0 - mask.astype(x.dtype)) * -10000.0)[:, None, None, :]
+    for _ in range(LAYERS):
+        x = albert_layer(params["shared_layer"], x, bias)
+    return x, jnp.tanh(dense(params["pooler"], x[:, 0]))
+
+
+def example(seq_len: int = 128, batch: int = 1) -> tuple[Callable, tuple]:
+    """``(albert, (params, input_ids, segment_ids, mask))`` with seed 0."""
+    params = init_params(Params(0))
+    ids = np.random.default_rng(1).integers(0, VOCAB, (batch, seq_len))
+    pos = np.arange(seq_len)
+    segments = np.broadcast_to(pos >= seq_len // 2, (batch, seq_len))
+    mask = np.broadcast_to(pos < seq_len - seq_len // 8, (batch, seq_len))
+    return albert, (params, jnp.asarray(ids, jnp.int32), jnp.asarray(segments, jnp.int32),
+                    jnp.asarray(mask, jnp.int32))

@@ -1,0 +1,76 @@
+"""TinyBERT-4 (Jiao et al., 2020, "TinyBERT: Distilling BERT for Natural Language
+Understanding") in plain JAX, with seeded random parameters.
+
+Configuration of the released General_TinyBERT_4L_312D: 4 post-LN BERT encoder layers,
+hidden 312, 12 heads (head size 26), feed-forward 1200 with exact GELU, BERT's WordPiece
+vocabulary of 30522, 512 learned positions and 2 segment types, layer-norm epsilon 1e-12,
+and BERT's tanh pooler on the [CLS] token. Input: batch 1, sequence 128, the second half
+segment 1 and the last eighth padding (mask 0, an additive -10000 bias on the scores).
+Left out: dropout (inference), the distillation-only projection ``fit_dense`` (312 -> 768)
+and any task head. Weights are normal(0, 0.02) from ``Params(0)``; nothing is downloaded.
+
+Example:
+    >>> fn, args = example()
+    >>> [o.shape for o in fn(*args)]
+    [(1, 128, 312), (1, 312)]
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .layers import (Params, attention_params, dense, dense_params, layer_norm, ln_params,
+                     multi_head_attention)
+
+LAYERS, HIDDEN, HEADS, FFN, VOCAB, MAX_LEN = 4, 312, 12, 1200, 30522, 512
+LN_EPS, STD = 1e-12, 0.02
+
+
+def init_params(gen: Params) -> dict:
+    """TinyBERT-4 parameters as a nested dict pytree (normal, std 0.02)."""
+    layers = [{"attn": attention_params(gen, HIDDEN, STD), "attn_ln": ln_params(HIDDEN),
+               "ffn_in": dense_params(gen, HIDDEN, FFN, STD),
+               "ffn_out": dense_params(gen, FFN, HIDDEN, STD), "ffn_ln": ln_params(HIDDEN)}
+              for _ in range(LAYERS)]
+    return {"embeddings": {"token": gen.normal((VOCAB, HIDDEN), STD),
+                           "position": gen.normal((MAX_LEN, HIDDEN), STD),
+                           "segment": gen.normal((2, HIDDEN), STD), "ln": ln_params(HIDDEN)},
+            "layers": layers, "pooler": dense_params(gen, HIDDEN, HIDDEN, STD)}
+
+
+def encoder_layer(p: dict, x: jax.Array, bias: jax.Array) -> jax.Array:
+    """One post-LN BERT layer: attention + residual + LN, GELU FFN + residual + LN."""
+    x = layer_norm(p["attn_ln"], x + multi_head_attention(p["attn"], x, HEADS, bias), LN_EPS)
+    h = jax.nn.gelu(dense(p["ffn_in"], x), approximate=False)
+    return layer_norm(p["ffn_ln"], x + dense(p["ffn_out"], h), LN_EPS)
+
+
+def tinybert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
+             mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """TinyBERT-4 on ``(batch, seq)`` int32 ids, segment ids and 0/1 mask.
+
+    Returns ``(sequence_output (batch, seq, 312), pooled (batch, 312))``.
+    """
+    emb = params["embeddings"]
+    x = (jnp.take(emb["token"], input_ids, axis=0)
+         + emb["position"][: input_ids.shape[1]][None]
+         + jnp.take(emb["segment"], segment_ids, axis=0))
+    x = layer_norm(emb["ln"], x, LN_EPS)
+    bias = ((1.0 - mask.astype(x.dtype)) * -10000.0)[:, None, None, :]
+    for layer in params["layers"]:
+        x = encoder_layer(layer, x, bias)
+    return x, jnp.tanh(dense(params["pooler"], x[:, 0]))
+
+
+def example(seq_len: int = 128, batch: int = 1) -> tuple[Callable, tuple]:
+    """``(tinybert, (params, input_ids, segment_ids, mask))`` with seed 0."""
+    params = init_params(Params(0))
+    ids = np.random.default_rng(1).integers(0, VOCAB, (batch, seq_len))
+    pos = np.arange(seq_len)
+    segments = np.broadcast_to(pos >= seq_len // 2, (batch, seq_len))
+    mask = np.broadcast_to(pos < seq_len - seq_len // 8, (batch, seq_len))
+    return tinybert, (params, jnp.asarray(ids, jnp.int32), jnp.asarray(segments, jnp.int32),
+                      jnp.asarray(mask, jnp.int32))
