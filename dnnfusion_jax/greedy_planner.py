@@ -2,8 +2,10 @@
 
 Nodes are visited in topological order. A node joins the block of one of its producers when
 Table 3 says the block's accumulated type followed by the node's type is GREEN and the join
-keeps the block graph acyclic; otherwise it starts a block. Opaque nodes are always alone.
-Yellow cells are never fused here: deciding them needs measurements (the DNNFusion planner).
+keeps the block graph acyclic; otherwise it starts a block. The node's type is taken along the
+edges it reads from that block (``edge_mapping_type``): a bias add reads the matmul's result
+one to one even though it broadcasts the bias. Opaque nodes are always alone. Yellow cells are
+never fused here: deciding them needs measurements (the DNNFusion planner).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from .fusion_table import Verdict, fuse_verdict
 from .ir import Graph, Node
-from .mapping_types import MappingType, node_mapping_type
+from .mapping_types import MappingType, edge_mapping_type, node_mapping_type
 from .plan import BlockBuilder, FusionPlan
 
 
@@ -44,7 +46,8 @@ def _green_producer_block(builder: BlockBuilder, node: Node,
     if node_type is MappingType.OPAQUE:
         return None
     for block in builder.producer_blocks(node):
-        fused_type, verdict = fuse_verdict(builder.types[block], node_type)
+        read_type = max(edge_mapping_type(node, v) for v in builder.values_from(block, node))
+        fused_type, verdict = fuse_verdict(builder.types[block], read_type)
         if verdict is Verdict.GREEN and builder.can_join(block, node):
             return block, fused_type
     return None

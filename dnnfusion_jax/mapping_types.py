@@ -18,7 +18,7 @@ import enum
 
 import numpy as np
 
-from .ir import Node
+from .ir import Node, Var
 
 
 class MappingType(enum.IntEnum):
@@ -112,6 +112,27 @@ def node_mapping_type(node: Node) -> MappingType:
     elif node.op == "broadcast_in_dim" and node.inputs[0].size == node.out.size:
         return MappingType.REORGANIZE
     return base
+
+
+def edge_mapping_type(node: Node, operand: Var) -> MappingType:
+    """How ``node`` reads one of its operands: the type that matters when fusing its producer.
+
+    An elementwise op that broadcasts *another* operand (a bias, a norm's scale) still reads
+    this one element for element: One-to-One along this edge, One-to-Many only along the
+    broadcast one. Other nodes read every operand as their node type says.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dnnfusion_jax.trace import trace_function
+        >>> g = trace_function(lambda x, b: x + b, [jnp.ones((4, 3)), jnp.ones((1, 3))]).graph
+        >>> add = g.nodes[0]
+        >>> [edge_mapping_type(add, v).label for v in add.inputs]
+        ['One-to-One', 'One-to-Many']
+    """
+    node_type = node_mapping_type(node)
+    if node_type is MappingType.ONE_TO_MANY and node.op in ELEMENTWISE_PRIMITIVES:
+        return MappingType.ONE_TO_ONE if operand.size == node.outputs[0].size else node_type
+    return node_type
 
 
 def _numeric(node: Node) -> bool:

@@ -93,6 +93,11 @@ class BlockBuilder:
         found = [self.block_of[self._producer[v]] for v in node.inputs if v in self._producer]
         return list(dict.fromkeys(found))
 
+    def values_from(self, block: int, node: Node) -> list[Var]:
+        """The node's inputs that ``block`` computes."""
+        return [v for v in node.inputs
+                if v in self._producer and self.block_of[self._producer[v]] == block]
+
     def new_block(self, node: Node, mapping_type: MappingType) -> int:
         self.members.append([])
         self.types.append(mapping_type)

@@ -42,6 +42,21 @@ def test_dense_layer_with_bias_and_gelu_is_one_many_to_many_block():
     assert plan.blocks[0].ops[0] == "dot_general"
 
 
+def test_broadcast_bias_add_joins_the_matmul_block():
+    # the add broadcasts the bias (One-to-Many along that edge) but reads x @ w one to one
+    plan = plan_of(lambda x, w, b: jnp.tanh(x @ w + b), X, W, jnp.ones(16))
+    matmul_block = next(b for b in plan.blocks if "dot_general" in b.ops)
+    assert matmul_block.ops[-2:] == ["add", "tanh"]
+    assert matmul_block.mapping_type.label == "Many-to-Many"
+
+
+def test_a_node_that_reads_its_producer_broadcast_does_not_join_a_heavy_block():
+    # (x @ w)[:, :1] broadcast against x @ w: the add reads the slice's block One-to-Many
+    plan = plan_of(lambda x, w: jnp.sum(x @ w, axis=1, keepdims=True) * 2.0 + x, X, W)
+    reduce_block = next(b for b in plan.blocks if "reduce_sum" in b.ops)
+    assert "add" not in reduce_block.ops
+
+
 def test_two_many_to_many_ops_never_share_a_block():
     plan = plan_of(lambda x, w: (x @ w) @ w, X, W)
     assert len(plan.blocks) == 2
