@@ -20,12 +20,14 @@ results). The operations come from these families:
                with w a fresh weight input
   * repeat     an earlier op once more (a common subexpression for CSE)
 
-Half of the time an op reads the newest value, so chains (reshape of reshape, transpose of
-transpose, ...) that the simplifier composes are frequent.
+Half of the time an op reads the newest value, and half of the time it repeats the family of
+the op before it on the newest value, so chains that the simplifier composes or removes
+(reshape of reshape, transpose of transpose back to the identity, ...) are frequent.
 
 The function returns the last value plus one or two earlier values (possibly repeated, so
 outputs may be shared, and possibly inputs). The program is plain data and the function is
-built from it deterministically, so hypothesis shrinks failing programs to small ones.
+built from it deterministically (written out as Python source and exec'd), so hypothesis
+shrinks failing programs to small ones and prints a standalone repro script for them.
 
 Every example runs through ``dnnfusion.jit(f, fallback=False)`` with planner "greedy" and
 "none", each with rewrite on and off, and is compared with ``jax.jit(f)``; the explain report
@@ -42,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from jax import lax
 
@@ -54,32 +56,43 @@ MAX_SIZE = 256  # elements per value: keeps compile and run time small
 
 # ----------------------------------------------------------------------------- op vocabulary
 
+# Each op is written out as Python source: the tested function is that source, exec'd, so a
+# failing example prints (via ``note``) a standalone repro that is exactly what was run.
 UNARY = {
-    "neg": jnp.negative,
-    "exp": jnp.exp,
-    "log_abs1": lambda x: jnp.log(jnp.abs(x) + 1.0),
-    "tanh": jnp.tanh,
-    "logistic": jax.nn.sigmoid,
-    "sqrt_abs": lambda x: jnp.sqrt(jnp.abs(x)),
-    "sin": jnp.sin,
-    "abs": jnp.abs,
-    "square": jnp.square,
-    "integer_pow": lambda x: lax.integer_pow(x, 3),
-    "relu": lambda x: jnp.maximum(x, 0.0),
+    "neg": "-{0}",
+    "exp": "jnp.exp({0})",
+    "log_abs1": "jnp.log(jnp.abs({0}) + 1.0)",
+    "tanh": "jnp.tanh({0})",
+    "logistic": "jax.nn.sigmoid({0})",
+    "sqrt_abs": "jnp.sqrt(jnp.abs({0}))",
+    "sin": "jnp.sin({0})",
+    "abs": "jnp.abs({0})",
+    "square": "jnp.square({0})",
+    "integer_pow": "lax.integer_pow({0}, 3)",
+    "relu": "jnp.maximum({0}, 0.0)",
 }
 
 BINARY = {
-    "add": jnp.add,
-    "sub": jnp.subtract,
-    "mul": jnp.multiply,
-    "div": lambda a, b: a / (1.0 + b * b),
-    "max": jnp.maximum,
-    "min": jnp.minimum,
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "{0} / (1.0 + {1} * {1})",
+    "max": "jnp.maximum({0}, {1})",
+    "min": "jnp.minimum({0}, {1})",
 }
 
-REDUCE = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "mean": jnp.mean}
+REDUCE = {"sum": "jnp.sum", "max": "jnp.max", "min": "jnp.min", "mean": "jnp.mean"}
 
-COMPARE = {"gt": jnp.greater, "lt": jnp.less, "ge": jnp.greater_equal, "eq": jnp.equal}
+COMPARE = {"gt": ">", "lt": "<", "ge": ">=", "eq": "=="}
+
+DOT = {
+    "x_xT": "{0} @ {0}.T",
+    "xT_x": "{0}.T @ {0}",
+    "matmul": "{0} @ {1}",
+    "einsum_nt": "jnp.einsum('ij,kj->ik', {0}, {1})",
+    "batched": "jnp.matmul({0}, jnp.swapaxes({0}, -1, -2))",
+    "weight": "{0} @ w{w}",
+}
 
 FAMILIES = ("unary", "binary", "broadcast", "reduce", "reshape", "transpose", "slice",
             "concat", "where", "dot", "repeat")
@@ -95,8 +108,34 @@ class Op:
     params: tuple
     shape: tuple[int, ...]  # the result's shape, as the generator predicts it
 
-    def __repr__(self) -> str:
-        return f"{self.family}.{self.kind}{self.args}{list(self.params)} -> {self.shape}"
+    def expression(self, names: list[str]) -> str:
+        """The op as a Python expression over the values called ``names``."""
+        a, p = [names[i] for i in self.args], self.params
+        if self.family == "unary":
+            return UNARY[self.kind].format(*a)
+        if self.family == "binary":
+            return BINARY[self.kind].format(*a)
+        if self.family == "broadcast":
+            if self.kind == "broadcast_to":
+                return f"jnp.broadcast_to({a[0]}, {self.shape})"
+            return f"lax.broadcast_in_dim({a[0]}, {self.shape}, {p[0]})"
+        if self.family == "reduce":
+            return f"{REDUCE[self.kind]}({a[0]}, axis={p[0]}, keepdims={p[1]})"
+        if self.family == "reshape":
+            return f"jnp.reshape({a[0]}, {self.shape})"
+        if self.family == "transpose":
+            return f"jnp.transpose({a[0]}, {p[0]})"
+        if self.family == "slice":
+            axis, start, stop = p
+            return f"{a[0]}[{', '.join([':'] * axis + [f'{start}:{stop}'])}]"
+        if self.family == "concat":
+            other = {"self": a[0], "neg": f"-{a[0]}"}.get(self.kind) or a[-1]
+            return f"jnp.concatenate([{a[0]}, {other}], axis={p[0]})"
+        if self.family == "where":
+            return f"jnp.where({a[0]} {COMPARE[self.kind]} {a[1]}, {a[0]}, {a[1]})"
+        if self.family == "dot":
+            return DOT[self.kind].format(*a, w=p[0] if p else None)
+        raise AssertionError(f"unknown op {self!r}")
 
 
 @dataclass(frozen=True)
@@ -108,76 +147,31 @@ class Program:
     ops: tuple[Op, ...]
     outputs: tuple[int, ...]
 
-    def __repr__(self) -> str:
-        lines = [f"Program(inputs={list(self.input_shapes)}, weights={list(self.weight_shapes)},"]
+    def source(self, check_shapes: bool = False) -> str:
+        """The program as a Python function ``random_program(x0, .., w0, ..)``."""
         n = len(self.input_shapes)
-        lines += [f"  v{n + i} = {op!r}" for i, op in enumerate(self.ops)]
-        lines.append(f"  outputs={['v%d' % i for i in self.outputs]})")
+        names = [f"x{i}" for i in range(n)] + [f"v{n + k}" for k in range(len(self.ops))]
+        params = names[:n] + [f"w{k}" for k in range(len(self.weight_shapes))]
+        lines = [f"def random_program({', '.join(params)}):"]
+        lines += [f"    # {p}: f32{list(shape)}"
+                  for p, shape in zip(params, (*self.input_shapes, *self.weight_shapes))]
+        for k, op in enumerate(self.ops):
+            lines.append(f"    {names[n + k]} = {op.expression(names)}  # {list(op.shape)}")
+            if check_shapes:  # the generator's own shape bookkeeping
+                lines.append(f"    assert {names[n + k]}.shape == {op.shape}")
+        lines.append(f"    return ({', '.join(names[i] for i in self.outputs)},)")
         return "\n".join(lines)
 
-
-def apply_op(op: Op, values: list, weights: list):
-    """The jax computation of one op (used while tracing the built function)."""
-    a = values[op.args[0]]
-    p = op.params
-    if op.family == "unary":
-        return UNARY[op.kind](a)
-    if op.family == "binary":
-        return BINARY[op.kind](a, values[op.args[1]])
-    if op.family == "broadcast":
-        if op.kind == "broadcast_to":
-            return jnp.broadcast_to(a, op.shape)
-        return lax.broadcast_in_dim(a, op.shape, p[0])
-    if op.family == "reduce":
-        axis, keepdims = p
-        return REDUCE[op.kind](a, axis=axis, keepdims=keepdims)
-    if op.family == "reshape":
-        return jnp.reshape(a, op.shape)
-    if op.family == "transpose":
-        return jnp.transpose(a, p[0])
-    if op.family == "slice":
-        axis, start, stop = p
-        return a[(slice(None),) * axis + (slice(start, stop),)]
-    if op.family == "concat":
-        axis = p[0]
-        other = {"self": a, "neg": -a}.get(op.kind)
-        if other is None:
-            other = values[op.args[1]]
-        return jnp.concatenate([a, other], axis=axis)
-    if op.family == "where":
-        b = values[op.args[1]]
-        return jnp.where(COMPARE[op.kind](a, b), a, b)
-    if op.family == "dot":
-        if op.kind == "x_xT":
-            return a @ a.T
-        if op.kind == "xT_x":
-            return a.T @ a
-        if op.kind == "matmul":
-            return jnp.matmul(a, values[op.args[1]])
-        if op.kind == "einsum_nt":
-            return jnp.einsum("ij,kj->ik", a, values[op.args[1]])
-        if op.kind == "batched":
-            return jnp.matmul(a, jnp.swapaxes(a, -1, -2))
-        if op.kind == "weight":
-            return jnp.matmul(a, weights[p[0]])
-    raise AssertionError(f"unknown op {op!r}")
+    def _repr_pretty_(self, printer, cycle) -> None:  # how hypothesis prints an example
+        printer.text(f"Program(input_shapes={self.input_shapes}, "
+                     f"weight_shapes={self.weight_shapes}):\n{self.source()}\n")
 
 
-def build_function(program: Program):
+def build_function(program: Program, check_shapes: bool = False):
     """The function the program describes: f(*inputs, *weights) -> tuple of outputs."""
-    n_inputs = len(program.input_shapes)
-
-    def f(*args):
-        values = list(args[:n_inputs])
-        weights = list(args[n_inputs:])
-        for op in program.ops:
-            result = apply_op(op, values, weights)
-            assert result.shape == op.shape, (op, result.shape)  # the generator's own check
-            values.append(result)
-        return tuple(values[i] for i in program.outputs)
-
-    f.__name__ = "random_program"
-    return f
+    namespace = {"jax": jax, "jnp": jnp, "lax": lax}
+    exec(program.source(check_shapes), namespace)  # noqa: S102 - our own generated code
+    return namespace["random_program"]
 
 
 # ----------------------------------------------------------------------------- the generator
@@ -255,7 +249,17 @@ def _op(draw, shapes: list[tuple[int, ...]], ops: list[Op],
         n_weights: int) -> tuple[Op, tuple | None]:
     """One op over the current values; returns it and a new weight shape (or None)."""
     choices = _choices(shapes, ops)
-    family = draw(st.sampled_from([f for f in FAMILIES if f in choices]))
+    newest = len(shapes) - 1
+    chained = None
+    if ops and ops[-1].family not in ("binary", "where") and draw(st.booleans()):
+        # Chain: the previous op's family again, on the newest value (transpose of transpose,
+        # reshape of reshape, unary of unary...), which the simplifier composes or removes.
+        if newest in choices.get(ops[-1].family, ()):
+            chained = newest
+    if chained is not None:
+        family = ops[-1].family
+    else:
+        family = draw(st.sampled_from([f for f in FAMILIES if f in choices]))
     if family == "repeat":  # the same computation again: common subexpressions for CSE
         return _pick(draw, choices[family]), None
     if family in ("binary", "where"):
@@ -263,7 +267,7 @@ def _op(draw, shapes: list[tuple[int, ...]], ops: list[Op],
         kind = draw(st.sampled_from(sorted(BINARY if family == "binary" else COMPARE)))
         return Op(family, kind, (i, j), (), _broadcast(shapes[i], shapes[j])), None
 
-    i = _pick(draw, choices[family])
+    i = chained if chained is not None else _pick(draw, choices[family])
     s = shapes[i]
     if family == "unary":
         return Op(family, draw(st.sampled_from(list(UNARY))), (i,), (), s), None
@@ -413,7 +417,34 @@ special_values = st.lists(
 CONFIGS = [(planner, rewrite) for planner in ("greedy", "none") for rewrite in (True, False)]
 
 
-def check_program(program: Program, args: list[np.ndarray]) -> None:
+def repro_script(program: Program, seed: int, specials=()) -> str:
+    """A standalone script that reruns one example (printed for a failing one)."""
+    return "\n".join([
+        "import jax, jax.numpy as jnp, numpy as np", "from jax import lax",
+        "import dnnfusion_jax as dnnfusion", "", program.source(), "",
+        f"rng = np.random.default_rng({seed})",
+        "args = [rng.standard_normal(s).astype(np.float32) for s in "
+        f"{[*program.input_shapes, *program.weight_shapes]}]",
+        "for which, pos, value in ["
+        + ", ".join(f"({w}, {p}, float('{float(v)}'))" for w, p, v in specials) + "]:",
+        "    arr = args[which % len(args)]",
+        "    arr.reshape(-1)[pos % arr.size] = value",
+        "expected = jax.jit(random_program)(*args)",
+        "for planner in ('greedy', 'none'):",
+        "    for rewrite in (True, False):",
+        "        f = dnnfusion.jit(random_program, fallback=False, planner=planner,",
+        "                          rewrite=rewrite)",
+        "        for got, want in zip(f(*args), expected):",
+        "            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True,",
+        "                                       err_msg=f'{planner=} {rewrite=}')",
+        "        blocks = dnnfusion.explain(f, *args).summary()['blocks']",
+        "        print(planner, rewrite, blocks, 'blocks: ok')",
+    ])
+
+
+def check_program(program: Program, seed: int, specials=()) -> None:
+    note("Standalone repro:\n" + repro_script(program, seed, specials))
+    args = make_args(program, seed, specials)
     f = build_function(program)
     expected = jax.jit(f)(*args)
     blocks = {}
@@ -437,20 +468,20 @@ def check_program(program: Program, args: list[np.ndarray]) -> None:
         assert blocks["greedy", rewrite] <= blocks["none", rewrite], blocks
 
 
-SETTINGS = settings(max_examples=45, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @SETTINGS
 @given(program=programs(), seed=st.integers(0, 2**32 - 1))
 def test_random_graph_matches_jax_jit(program, seed):
-    check_program(program, make_args(program, seed))
+    check_program(program, seed)
 
 
-@settings(SETTINGS, max_examples=25)
+@settings(SETTINGS, max_examples=40)
 @given(program=programs(), seed=st.integers(0, 2**32 - 1), specials=special_values)
 def test_random_graph_with_inf_nan_zero_matches_jax_jit(program, seed, specials):
-    check_program(program, make_args(program, seed, specials))
+    check_program(program, seed, specials)
 
 
 def test_generator_covers_every_family():
@@ -464,7 +495,8 @@ def test_generator_covers_every_family():
     @given(programs())
     def collect(program):
         shapes = [*program.input_shapes, *(op.shape for op in program.ops)]
-        for op in program.ops:
+        for k, op in enumerate(program.ops):
+            seen["repeat"] += op in program.ops[:k]
             seen[op.family] += 1
             seen[op.family, op.kind] += 1
             if op.family == "binary" and shapes[op.args[0]] != shapes[op.args[1]]:
@@ -476,12 +508,11 @@ def test_generator_covers_every_family():
         seen["shared-output"] += len(set(program.outputs)) < len(program.outputs)
         seen["weights"] += bool(program.weight_shapes)
         seen["ops"] += len(program.ops)
-        seen["programs"] += 1
-        if seen["programs"] % 2:  # every other program is traced and simplified
-            args = [jax.ShapeDtypeStruct(shape, jnp.float32)
-                    for shape in (*program.input_shapes, *program.weight_shapes)]
-            rules.update(dnnfusion.explain(build_function(program), *args)
-                         .summary()["rules_fired"])
+        # Traced (with the generator's shape assertions) and simplified; nothing compiled.
+        args = [jax.ShapeDtypeStruct(shape, jnp.float32)
+                for shape in (*program.input_shapes, *program.weight_shapes)]
+        rules.update(dnnfusion.explain(build_function(program, check_shapes=True), *args)
+                     .summary()["rules_fired"])
 
     collect()
     missing = [f for f in FAMILIES if not seen[f]]
