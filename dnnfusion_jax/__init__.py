@@ -14,8 +14,10 @@ Example:
     True
 """
 from .api import DnnFusionFunction, explain, jit
+from .compare import compare_xla
 from .mapping_types import MappingType
 from .report import Report
 
 __version__ = "0.1.0"
-__all__ = ["jit", "explain", "DnnFusionFunction", "MappingType", "Report", "__version__"]
+__all__ = ["jit", "explain", "compare_xla", "DnnFusionFunction", "MappingType", "Report",
+           "__version__"]

@@ -1,19 +1,28 @@
-"""Command line: ``python -m dnnfusion_jax explain TARGET``.
+"""Command line: ``python -m dnnfusion_jax explain TARGET`` and ``compare TARGET ...``.
 
 ``explain`` optimises a model, prints the report, runs it next to ``jax.jit`` and prints the
 largest difference (exit status 1 when they disagree beyond f32 tolerance). ``--dot`` writes
 the fusion plan as Graphviz DOT and ``--svg`` renders it with Graphviz's ``dot``.
 
+``compare`` measures models against stock XLA fusion (``dnnfusion_jax.compare``) and prints
+one table like the paper's Table 5; ``examples`` names the whole zoo. Exit status 1 when a
+model disagrees with ``jax.jit`` or fails, 2 on a usage error.
+
 Example:
     python -m dnnfusion_jax explain examples/bert.py:example_small --svg plan.svg
+    python -m dnnfusion_jax compare examples --json zoo.json --markdown zoo.md --plot zoo.png
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import subprocess
 import sys
+import time
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -39,8 +48,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain.add_argument("--dot", metavar="FILE", help="write the plan as Graphviz DOT")
     explain.add_argument("--svg", metavar="FILE", help="render the plan with Graphviz dot")
     explain.add_argument("--no-check", action="store_true", help="do not run the model")
+    compare = commands.add_parser("compare", help="measure models against stock XLA fusion "
+                                  "(kernels, bytes, time, error) and print a Table 5")
+    compare.add_argument("targets", nargs="+", metavar="TARGET", help="path/to/file.py[:attr], "
+                         "module:attr, or `examples` for the whole model zoo")
+    compare.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
+    compare.add_argument("--repeats", type=int, metavar="N", help="timed calls of each "
+                         "(default: as many as fit in about 2 s per model, at least 5)")
+    compare.add_argument("--json", metavar="FILE", help="write every figure and the machine")
+    compare.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    compare.add_argument("--plot", metavar="FILE.png", help="plot kernels and speedups "
+                         "(needs matplotlib)")
     args = parser.parse_args(argv)
-    return _explain(args)
+    return _explain(args) if args.command == "explain" else _compare(args)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -68,6 +88,91 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"\n{name}: {'matches' if ok else 'DOES NOT MATCH'} jax.jit "
           f"(max abs error {worst:.3g}, tolerance rtol={RTOL} atol={ATOL})")
     return 0 if ok else 1
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare_xla
+    from .compare_report import format_markdown, format_table, plot, write_json
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (checked before minutes of measuring)
+        except ImportError:
+            print('error: --plot needs matplotlib: pip install -e ".[plot]"', file=sys.stderr)
+            return 2
+    if args.repeats is not None and args.repeats < 1:
+        print("error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    targets, skipped = [], []
+    for target in args.targets:
+        if target == "examples":
+            found, missing = zoo_targets()
+            targets += found
+            skipped += missing
+        else:
+            targets.append(target)
+    for entry in skipped:
+        print(f"skipped {entry['target']}: {entry['reason']}", file=sys.stderr)
+    rows, failed = [], []
+    for index, target in enumerate(targets, 1):
+        print(f"[{index}/{len(targets)}] {target} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            fn, inputs, name = load_target(target)
+            row = compare_xla(fn, *inputs, backend=args.backend, repeats=args.repeats,
+                              name=name)
+        except Exception as error:  # one broken model must not stop the others
+            if not isinstance(error, ValueError):  # load_target's errors explain themselves
+                traceback.print_exc(file=sys.stderr)
+            print(f"  FAILED: {type(error).__name__}: {error}", file=sys.stderr)
+            failed.append({"target": target, "error": f"{type(error).__name__}: {error}"})
+            continue
+        rows.append(row)
+        print(f"  {row['jaxpr_ops']} jaxpr ops, {row['xla_kernels']} XLA kernels, "
+              f"{row['blocks']} blocks; {row['ms_xla']:.2f} ms vs {row['ms_dnnfusion']:.2f} ms "
+              f"({row['speedup']:.2f}x); max error {row['max_abs_err']:.1e} "
+              f"({'matches' if row['matches'] else 'DOES NOT MATCH'} jax.jit); "
+              f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    print(format_table(rows) if rows else "no models compared")
+    if args.json:
+        write_json(args.json, rows, skipped, failed)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.markdown:
+        Path(args.markdown).write_text(format_markdown(rows) + "\n")
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.plot and rows:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    mismatched = [row["name"] for row in rows if not row["matches"]]
+    if mismatched:
+        print(f"DOES NOT MATCH jax.jit (rtol={RTOL} atol={ATOL}): {', '.join(mismatched)}",
+              file=sys.stderr)
+    if failed:
+        print(f"failed: {', '.join(f['target'] for f in failed)}", file=sys.stderr)
+    return 1 if mismatched or failed else 0
+
+
+def zoo_targets(names: Sequence[str] | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """The zoo's model files that exist, and ``{target, reason}`` for those that do not yet.
+
+    ``names`` defaults to ``examples.ZOO`` of the source checkout this package sits in.
+    """
+    folder = Path(__file__).resolve().parents[1] / "examples"
+    if not (folder / "__init__.py").is_file():
+        return [], [{"target": "examples", "reason": f"no model zoo at {folder} (run from a "
+                     "source checkout)"}]
+    if names is None:
+        if str(folder.parent) not in sys.path:
+            sys.path.insert(0, str(folder.parent))
+        names = importlib.import_module("examples").ZOO
+    found, missing = [], []
+    for name in names:
+        path = folder / f"{name}.py"
+        if path.is_file():
+            found.append(str(path))
+        else:
+            missing.append({"target": f"examples/{name}.py", "reason": "does not exist yet"})
+    return found, missing
 
 
 def _max_error(actual, expected) -> float:
