@@ -8,6 +8,10 @@ tokens, 0 for padding) enters as an additive bias on the attention scores. Param
 nested dict drawn from ``jax.random`` (normal, std 0.02, as BERT's initializer); nothing is
 downloaded, so outputs are meaningless but shapes, operators and costs are BERT-base's.
 
+Input: batch 1, sequence 128 (the size the project's overhead targets name), int32 token and
+segment ids and a 0/1 padding mask; ``example_small`` keeps that input with 2 layers. Left out:
+the pre-training heads (masked LM, next sentence).
+
 Example (also ``python examples/bert.py``):
     >>> import jax
     >>> import dnnfusion_jax as dnnfusion
