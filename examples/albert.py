@@ -22,10 +22,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .layers import (Params, attention_params, dense, dense_params, layer_norm, ln_params,
-                     multi_head_attention)
+from .layers import (Params, attention_params, bert_inputs, dense, dense_params, layer_norm,
+                     ln_params, mask_bias, post_ln_layer)
 
 LAYERS, EMBED, HIDDEN, HEADS, FFN, VOCAB, MAX_LEN = 12, 128, 768, 12, 3072, 30000, 512
 LN_EPS, STD = 1e-12, 0.02
@@ -46,13 +45,6 @@ def init_params(gen: Params) -> dict:
     }
 
 
-def albert_layer(p: dict, x: jax.Array, bias: jax.Array) -> jax.Array:
-    """One post-LN layer: attention + residual + LN, gelu_new FFN + residual + LN."""
-    x = layer_norm(p["attn_ln"], x + multi_head_attention(p["attn"], x, HEADS, bias), LN_EPS)
-    h = jax.nn.gelu(dense(p["ffn_in"], x), approximate=True)
-    return layer_norm(p["ffn_ln"], x + dense(p["ffn_out"], h), LN_EPS)
-
-
 def albert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
            mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """ALBERT on ``(batch, seq)`` int32 ids, segment ids and 0/1 mask.
@@ -64,18 +56,13 @@ def albert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
          + emb["position"][: input_ids.shape[1]][None]
          + jnp.take(emb["segment"], segment_ids, axis=0))
     x = dense(params["projection"], layer_norm(emb["ln"], x, LN_EPS))
-    bias = ((1.0 - mask.astype(x.dtype)) * -10000.0)[:, None, None, :]
+    bias = mask_bias(mask, x.dtype)
     for _ in range(LAYERS):
-        x = albert_layer(params["shared_layer"], x, bias)
+        x = post_ln_layer(params["shared_layer"], x, bias, HEADS, LN_EPS, approximate_gelu=True)
     return x, jnp.tanh(dense(params["pooler"], x[:, 0]))
 
 
 def example(seq_len: int = 128, batch: int = 1) -> tuple[Callable, tuple]:
     """``(albert, (params, input_ids, segment_ids, mask))`` with seed 0."""
     params = init_params(Params(0))
-    ids = np.random.default_rng(1).integers(0, VOCAB, (batch, seq_len))
-    pos = np.arange(seq_len)
-    segments = np.broadcast_to(pos >= seq_len // 2, (batch, seq_len))
-    mask = np.broadcast_to(pos < seq_len - seq_len // 8, (batch, seq_len))
-    return albert, (params, jnp.asarray(ids, jnp.int32), jnp.asarray(segments, jnp.int32),
-                    jnp.asarray(mask, jnp.int32))
+    return albert, (params, *bert_inputs(VOCAB, seq_len, batch))

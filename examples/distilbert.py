@@ -20,10 +20,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .layers import (Params, attention_params, dense, dense_params, layer_norm, ln_params,
-                     multi_head_attention)
+from .layers import (Params, attention_params, bert_inputs, dense_params, layer_norm, ln_params,
+                     post_ln_layer)
 
 LAYERS, HIDDEN, HEADS, FFN, VOCAB, MAX_LEN = 6, 768, 12, 3072, 30522, 512
 LN_EPS, STD = 1e-12, 0.02
@@ -41,13 +40,6 @@ def init_params(gen: Params) -> dict:
             "layers": layers}
 
 
-def transformer_block(p: dict, x: jax.Array, bias: jax.Array) -> jax.Array:
-    """One post-LN block: attention + residual + LN, GELU FFN + residual + LN."""
-    x = layer_norm(p["attn_ln"], x + multi_head_attention(p["attn"], x, HEADS, bias), LN_EPS)
-    h = jax.nn.gelu(dense(p["ffn_in"], x), approximate=False)
-    return layer_norm(p["ffn_ln"], x + dense(p["ffn_out"], h), LN_EPS)
-
-
 def distilbert(params: dict, input_ids: jax.Array, mask: jax.Array) -> jax.Array:
     """DistilBERT on ``(batch, seq)`` int32 ids and a 0/1 mask: ``(batch, seq, 768)``."""
     emb = params["embeddings"]
@@ -55,13 +47,12 @@ def distilbert(params: dict, input_ids: jax.Array, mask: jax.Array) -> jax.Array
     x = layer_norm(emb["ln"], x, LN_EPS)
     bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
     for layer in params["layers"]:
-        x = transformer_block(layer, x, bias)
+        x = post_ln_layer(layer, x, bias, HEADS, LN_EPS)
     return x
 
 
 def example(seq_len: int = 128, batch: int = 1) -> tuple[Callable, tuple]:
     """``(distilbert, (params, input_ids, mask))`` with seed 0."""
     params = init_params(Params(0))
-    ids = np.random.default_rng(1).integers(0, VOCAB, (batch, seq_len))
-    mask = np.broadcast_to(np.arange(seq_len) < seq_len - seq_len // 8, (batch, seq_len))
-    return distilbert, (params, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32))
+    ids, _, mask = bert_inputs(VOCAB, seq_len, batch)
+    return distilbert, (params, ids, mask)

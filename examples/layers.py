@@ -164,3 +164,32 @@ def multi_head_attention(p: dict, x: jax.Array, heads: int, bias: jax.Array | No
 def attention_params(gen: Params, dim: int, std: float = 0.02) -> dict:
     """q, k, v and output projections of ``multi_head_attention``."""
     return {name: dense_params(gen, dim, dim, std) for name in ("q", "k", "v", "o")}
+
+
+# ----------------------------------------------------------------------- BERT-style encoders
+
+def bert_inputs(vocab: int, seq_len: int = 128, batch: int = 1,
+                seed: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Random int32 token ids, segment ids (second half is segment 1) and a 0/1 mask whose
+    last eighth is padding: the inputs of the zoo's BERT-style encoders."""
+    ids = np.random.default_rng(seed).integers(0, vocab, (batch, seq_len))
+    positions = np.arange(seq_len)
+    segments = np.broadcast_to(positions >= seq_len // 2, (batch, seq_len))
+    mask = np.broadcast_to(positions < seq_len - seq_len // 8, (batch, seq_len))
+    return tuple(jnp.asarray(a, jnp.int32) for a in (ids, segments, mask))
+
+
+def mask_bias(mask: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """BERT's additive attention bias from a (batch, key) 0/1 mask: (batch, 1, 1, key)."""
+    return ((1.0 - mask.astype(dtype)) * -10000.0)[:, None, None, :]
+
+
+def post_ln_layer(p: dict, x: jax.Array, bias: jax.Array, heads: int, eps: float,
+                  approximate_gelu: bool = False) -> jax.Array:
+    """One post-LN encoder layer: attention + residual + LN, GELU FFN + residual + LN.
+
+    ``p`` holds ``attn`` (``attention_params``), ``attn_ln``, ``ffn_in``, ``ffn_out``, ``ffn_ln``.
+    """
+    x = layer_norm(p["attn_ln"], x + multi_head_attention(p["attn"], x, heads, bias), eps)
+    h = jax.nn.gelu(dense(p["ffn_in"], x), approximate=approximate_gelu)
+    return layer_norm(p["ffn_ln"], x + dense(p["ffn_out"], h), eps)

@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import Params, attention_params, dense, dense_params, ln_params
+from .layers import (Params, attention_params, bert_inputs, dense, dense_params, ln_params,
+                     mask_bias)
 
 LAYERS, HIDDEN, BOTTLENECK, HEADS, FFN, NUM_FFN = 24, 512, 128, 4, 512, 4
 EMBED, VOCAB, MAX_LEN, STD = 128, 30522, 512, 0.02
@@ -101,7 +102,7 @@ def mobilebert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
          + emb["position"][: input_ids.shape[1]][None]
          + jnp.take(emb["segment"], segment_ids, axis=0))
     x = no_norm(emb["norm"], x)
-    bias = ((1.0 - mask.astype(x.dtype)) * -10000.0)[:, None, None, :]
+    bias = mask_bias(mask, x.dtype)
     for layer in params["layers"]:
         x = mobilebert_layer(layer, x, bias)
     return x, jnp.tanh(dense(params["pooler"], x[:, 0]))
@@ -110,9 +111,4 @@ def mobilebert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
 def example(seq_len: int = 128, batch: int = 1) -> tuple[Callable, tuple]:
     """``(mobilebert, (params, input_ids, segment_ids, mask))`` with seed 0."""
     params = init_params(Params(0))
-    ids = np.random.default_rng(1).integers(0, VOCAB, (batch, seq_len))
-    pos = np.arange(seq_len)
-    segments = np.broadcast_to(pos >= seq_len // 2, (batch, seq_len))
-    mask = np.broadcast_to(pos < seq_len - seq_len // 8, (batch, seq_len))
-    return mobilebert, (params, jnp.asarray(ids, jnp.int32), jnp.asarray(segments, jnp.int32),
-                        jnp.asarray(mask, jnp.int32))
+    return mobilebert, (params, *bert_inputs(VOCAB, seq_len, batch))

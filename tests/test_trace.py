@@ -53,7 +53,8 @@ def test_pytrees_in_and_out():
     params = {"w": jnp.ones((4, 2)), "b": jnp.zeros(2)}
     traced = trace_function(fn, (params, X), {"scale": jnp.float32(3.0)})
     assert len(traced.graph.inputs) == 4
-    out = jax.tree_util.tree_unflatten(traced.out_tree, evaluate_graph(traced.graph, *jax.tree_util.tree_leaves(((params, X), {"scale": jnp.float32(3.0)}))))
+    leaves = jax.tree_util.tree_leaves(((params, X), {"scale": jnp.float32(3.0)}))
+    out = jax.tree_util.tree_unflatten(traced.out_tree, evaluate_graph(traced.graph, *leaves))
     np.testing.assert_allclose(out["y"], X @ params["w"])
     assert float(out["aux"][1]) == 6.0
 
