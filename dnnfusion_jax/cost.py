@@ -1,8 +1,7 @@
 """FLOP and byte estimates per node: what the report sums and what cost models start from.
 
 FLOPs count arithmetic: one per output element of an elementwise op (``integer_pow`` and
-transcendentals included: their extra weight belongs to the cost models, which can read
-``TRANSCENDENTAL_PRIMITIVES``), ``2·M·N·K`` for a dot, ``2·out·(Cin/groups)·kernel`` for a
+transcendentals included: weighting them is the business of a cost model), ``2·M·N·K`` for a dot, ``2·out·(Cin/groups)·kernel`` for a
 convolution, one per input element for a reduction or scan, one per window element for pooling.
 Data movement (reshape, transpose, broadcast, slicing, gather) costs no FLOPs. Bytes are the
 sizes of every input and output, the traffic an unfused kernel would cause.
@@ -22,12 +21,6 @@ import numpy as np
 
 from .ir import Node
 from .mapping_types import ELEMENTWISE_PRIMITIVES
-
-TRANSCENDENTAL_PRIMITIVES = frozenset("""
-    exp exp2 expm1 log log1p logistic tanh sin cos tan asin acos atan atan2 sinh cosh asinh
-    acosh atanh erf erfc erf_inv lgamma digamma igamma igammac bessel_i0e bessel_i1e pow
-    rsqrt sqrt cbrt polygamma zeta
-""".split())
 
 _FREE = frozenset("""
     convert_element_type copy stop_gradient reshape squeeze transpose rev broadcast_in_dim

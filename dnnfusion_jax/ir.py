@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,7 +183,3 @@ class Graph:
         lines.append("}")
         return "\n".join(lines)
 
-
-def used_values(nodes: Iterable[Node]) -> set[Var]:
-    """Every value read by the given nodes."""
-    return {var for node in nodes for var in node.inputs}

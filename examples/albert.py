@@ -23,8 +23,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from .layers import (Params, attention_params, bert_inputs, dense, dense_params, layer_norm,
-                     ln_params, mask_bias, post_ln_layer)
+from .layers import (Params, bert_embeddings, bert_inputs, dense, dense_params, layer_norm,
+                     ln_params, mask_bias, post_ln_layer, post_ln_layer_params)
 
 LAYERS, EMBED, HIDDEN, HEADS, FFN, VOCAB, MAX_LEN = 12, 128, 768, 12, 3072, 30000, 512
 LN_EPS, STD = 1e-12, 0.02
@@ -37,10 +37,7 @@ def init_params(gen: Params) -> dict:
                        "position": gen.normal((MAX_LEN, EMBED), STD),
                        "segment": gen.normal((2, EMBED), STD), "ln": ln_params(EMBED)},
         "projection": dense_params(gen, EMBED, HIDDEN, STD),
-        "shared_layer": {"attn": attention_params(gen, HIDDEN, STD), "attn_ln": ln_params(HIDDEN),
-                         "ffn_in": dense_params(gen, HIDDEN, FFN, STD),
-                         "ffn_out": dense_params(gen, FFN, HIDDEN, STD),
-                         "ffn_ln": ln_params(HIDDEN)},
+        "shared_layer": post_ln_layer_params(gen, HIDDEN, FFN, STD),
         "pooler": dense_params(gen, HIDDEN, HIDDEN, STD),
     }
 
@@ -52,9 +49,7 @@ def albert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
     Returns ``(sequence_output (batch, seq, 768), pooled (batch, 768))``.
     """
     emb = params["embeddings"]
-    x = (jnp.take(emb["token"], input_ids, axis=0)
-         + emb["position"][: input_ids.shape[1]][None]
-         + jnp.take(emb["segment"], segment_ids, axis=0))
+    x = bert_embeddings(emb, input_ids, segment_ids)
     x = dense(params["projection"], layer_norm(emb["ln"], x, LN_EPS))
     bias = mask_bias(mask, x.dtype)
     for _ in range(LAYERS):

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from .layers import (Params, attention_params, bert_inputs, dense_params, layer_norm, ln_params,
-                     post_ln_layer)
+from .layers import (Params, bert_inputs, layer_norm, ln_params, post_ln_layer,
+                     post_ln_layer_params)
 
 LAYERS, HIDDEN, HEADS, FFN, VOCAB, MAX_LEN = 6, 768, 12, 3072, 30522, 512
 LN_EPS, STD = 1e-12, 0.02
@@ -30,10 +30,7 @@ LN_EPS, STD = 1e-12, 0.02
 
 def init_params(gen: Params) -> dict:
     """DistilBERT parameters as a nested dict pytree (normal, std 0.02)."""
-    layers = [{"attn": attention_params(gen, HIDDEN, STD), "attn_ln": ln_params(HIDDEN),
-               "ffn_in": dense_params(gen, HIDDEN, FFN, STD),
-               "ffn_out": dense_params(gen, FFN, HIDDEN, STD), "ffn_ln": ln_params(HIDDEN)}
-              for _ in range(LAYERS)]
+    layers = [post_ln_layer_params(gen, HIDDEN, FFN, STD) for _ in range(LAYERS)]
     return {"embeddings": {"token": gen.normal((VOCAB, HIDDEN), STD),
                            "position": gen.normal((MAX_LEN, HIDDEN), STD),
                            "ln": ln_params(HIDDEN)},

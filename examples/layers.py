@@ -184,6 +184,20 @@ def mask_bias(mask: jax.Array, dtype=jnp.float32) -> jax.Array:
     return ((1.0 - mask.astype(dtype)) * -10000.0)[:, None, None, :]
 
 
+def post_ln_layer_params(gen: Params, hidden: int, ffn: int, std: float) -> dict:
+    """Parameters of ``post_ln_layer``: attention, two layer norms, the FFN's two dense layers."""
+    return {"attn": attention_params(gen, hidden, std), "attn_ln": ln_params(hidden),
+            "ffn_in": dense_params(gen, hidden, ffn, std),
+            "ffn_out": dense_params(gen, ffn, hidden, std), "ffn_ln": ln_params(hidden)}
+
+
+def bert_embeddings(emb: dict, input_ids: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Token + learned position + segment embeddings (before the embedding norm)."""
+    return (jnp.take(emb["token"], input_ids, axis=0)
+            + emb["position"][: input_ids.shape[1]][None]
+            + jnp.take(emb["segment"], segment_ids, axis=0))
+
+
 def post_ln_layer(p: dict, x: jax.Array, bias: jax.Array, heads: int, eps: float,
                   approximate_gelu: bool = False) -> jax.Array:
     """One post-LN encoder layer: attention + residual + LN, GELU FFN + residual + LN.

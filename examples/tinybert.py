@@ -21,8 +21,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from .layers import (Params, attention_params, bert_inputs, dense, dense_params, layer_norm,
-                     ln_params, mask_bias, post_ln_layer)
+from .layers import (Params, bert_embeddings, bert_inputs, dense, dense_params, layer_norm,
+                     ln_params, mask_bias, post_ln_layer, post_ln_layer_params)
 
 LAYERS, HIDDEN, HEADS, FFN, VOCAB, MAX_LEN = 4, 312, 12, 1200, 30522, 512
 LN_EPS, STD = 1e-12, 0.02
@@ -30,10 +30,7 @@ LN_EPS, STD = 1e-12, 0.02
 
 def init_params(gen: Params) -> dict:
     """TinyBERT-4 parameters as a nested dict pytree (normal, std 0.02)."""
-    layers = [{"attn": attention_params(gen, HIDDEN, STD), "attn_ln": ln_params(HIDDEN),
-               "ffn_in": dense_params(gen, HIDDEN, FFN, STD),
-               "ffn_out": dense_params(gen, FFN, HIDDEN, STD), "ffn_ln": ln_params(HIDDEN)}
-              for _ in range(LAYERS)]
+    layers = [post_ln_layer_params(gen, HIDDEN, FFN, STD) for _ in range(LAYERS)]
     return {"embeddings": {"token": gen.normal((VOCAB, HIDDEN), STD),
                            "position": gen.normal((MAX_LEN, HIDDEN), STD),
                            "segment": gen.normal((2, HIDDEN), STD), "ln": ln_params(HIDDEN)},
@@ -47,9 +44,7 @@ def tinybert(params: dict, input_ids: jax.Array, segment_ids: jax.Array,
     Returns ``(sequence_output (batch, seq, 312), pooled (batch, 312))``.
     """
     emb = params["embeddings"]
-    x = (jnp.take(emb["token"], input_ids, axis=0)
-         + emb["position"][: input_ids.shape[1]][None]
-         + jnp.take(emb["segment"], segment_ids, axis=0))
+    x = bert_embeddings(emb, input_ids, segment_ids)
     x = layer_norm(emb["ln"], x, LN_EPS)
     bias = mask_bias(mask, x.dtype)
     for layer in params["layers"]:
