@@ -37,12 +37,9 @@ STAGES = ("trace_s", "rewrite_s", "plan_s", "compile_s")
 
 
 def load_bert():
-    """The ``examples/bert.py`` module, loaded from its path (examples/ is not a package)."""
-    path = Path(__file__).resolve().parent.parent / "examples" / "bert.py"
-    spec = importlib.util.spec_from_file_location("dnnfusion_examples_bert", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The ``examples.bert`` module (imported with the repository root on the path)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    return importlib.import_module("examples.bert")
 
 
 def cpu_model() -> str:
