@@ -1,0 +1,98 @@
+"""The C backend: each fused block lowered to the kernel IR, rendered as C, built by gcc and
+called through the XLA FFI, so the whole function stays one ``jax.jit`` executable.
+
+Blocks XLA runs as well or better stay with XLA, each with its reason in ``explain()``:
+GEMMs and convolutions (XLA's are fast: fuse around them), a lone reshape (a free bitcast in
+XLA), and anything the lowering cannot express (``lowering.unsupported_reason``).
+
+Example:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from dnnfusion_jax.trace import trace_function
+    >>> from dnnfusion_jax.greedy_planner import GreedyPlanner
+    >>> g = trace_function(jax.nn.softmax, [jnp.ones((4, 64))]).graph
+    >>> kernel = CBackend().compile_block(GreedyPlanner().plan(g).blocks[0], g.constants)
+    >>> x = np.arange(256, dtype=np.float32).reshape(4, 64) / 64
+    >>> bool(np.allclose(kernel.run([x])[0], jax.nn.softmax(x), rtol=1e-5, atol=1e-6))
+    True
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from dnnfusion_jax.executable import Kernel, UnsupportedBlock
+from dnnfusion_jax.ir import Node, Var
+from dnnfusion_jax.lowering import lower_block, unsupported_reason
+from dnnfusion_jax.plan import Block
+
+from .c_render import render_c
+from .compile_cache import build_shared_library
+from .ffi_runtime import call_kernel, kernel_id_for, load_kernel
+
+HOST_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+              "-std=gnu11", "-lm")
+"""gcc flags for host kernels. No -ffast-math: it changes inf/NaN results; the two -fno flags
+keep IEEE results and let gcc vectorise calls like floorf (errno and traps block it)."""
+
+XLA_PREFERRED = {
+    "dot_general": "XLA's GEMM is faster than a generated loop nest",
+    "conv_general_dilated": "XLA's convolution is faster than a generated loop nest",
+}
+"""Primitives left to XLA on purpose, with the reason shown in reports."""
+
+LAYOUT_ONLY = frozenset({"reshape", "squeeze", "expand_dims", "copy"})
+
+
+def kernel_symbol(source: str) -> str:
+    """The C function name of a kernel: unique per source, so many fit in one file."""
+    return "dnf_" + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def c_kernel_source(block: Block, constants: Mapping[Var, Any]) -> tuple[str, str, Any]:
+    """(symbol, C source, loop kernel) of ``block``; raises UnsupportedBlock."""
+    loop_kernel = lower_block(block, constants, name="dnf_kernel")
+    draft = render_c(loop_kernel)
+    symbol = kernel_symbol(draft)
+    loop_kernel.name = symbol
+    return symbol, draft.replace("void dnf_kernel(", f"void {symbol}(", 1), loop_kernel
+
+
+class CBackend:
+    """Compiles blocks to C kernels; ``cache_dir`` overrides the compile cache location."""
+
+    name = "c"
+
+    def __init__(self, cache_dir: str | Path | None = None, compiler: str = "gcc",
+                 flags: Sequence[str] = HOST_FLAGS) -> None:
+        self.cache_dir = cache_dir
+        self.compiler = compiler
+        self.flags = tuple(flags)
+
+    def fusible(self, node: Node) -> str | None:
+        """Why ``node`` may not join a C kernel with others (None: it may)."""
+        return XLA_PREFERRED.get(node.op) or unsupported_reason(node)
+
+    def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
+        for node in block.nodes:
+            reason = XLA_PREFERRED.get(node.op)
+            if reason:
+                raise UnsupportedBlock(f"{node.op}: {reason}")
+        if all(node.op in LAYOUT_ONLY for node in block.nodes):
+            raise UnsupportedBlock("only reshapes: a free bitcast in XLA")
+        symbol, source, loop_kernel = c_kernel_source(block, constants)
+        library = build_shared_library(source, compiler=self.compiler, flags=self.flags,
+                                       cache_dir=self.cache_dir)
+        kernel_id = kernel_id_for(source + " ".join(self.flags))
+        load_kernel(library, symbol, kernel_id)
+        positions = [block.inputs.index(var) for var in loop_kernel.notes["input_vars"]]
+        out_avals = [jax.ShapeDtypeStruct(v.shape, np.dtype(v.dtype)) for v in block.outputs]
+
+        def run(inputs: Sequence[Any]) -> list[Any]:
+            return call_kernel(kernel_id, [inputs[p] for p in positions], out_avals)
+
+        return Kernel(block, self.name, source, run)

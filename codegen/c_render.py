@@ -1,0 +1,294 @@
+"""Renders a kernel IR ``LoopKernel`` as one C function (the C code generator).
+
+The function has the fixed ABI ``void NAME(const void *const *in, void *const *out)``: the
+buffers in order, shapes baked in. Loops follow the IR: the rows loop (if any) is the OpenMP
+parallel loop and the stages run inside it; otherwise each stage parallelises its own outer
+loop. Reductions accumulate in ``LANES`` independent lanes, which gcc vectorises without
+``-ffast-math`` (the summation order is written out, not licensed by a flag). Operations are
+spelled by ``C_OPS``, one entry per kernel IR operation, with helpers from ``c_prelude.h``.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dnnfusion_jax.trace import trace_function
+    >>> from dnnfusion_jax.greedy_planner import GreedyPlanner
+    >>> from dnnfusion_jax.lowering import lower_block
+    >>> g = trace_function(lambda x: jnp.exp(x) * 2.0, [jnp.ones((2, 8))]).graph
+    >>> source = render_c(lower_block(GreedyPlanner().plan(g).blocks[0], g.constants))
+    >>> "out0[" in source and "dnf_expf(" in source
+    True
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from dnnfusion_jax.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
+
+PRELUDE = (Path(__file__).with_name("c_prelude.h")).read_text()
+LANES = 16               # independent accumulators per reduction: one AVX-512 vector of f32
+PARALLEL_MIN_WORK = 1 << 15  # fewer elements than this run on one thread (OpenMP costs ~µs)
+
+C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t",
+           "u32": "uint32_t", "u8": "uint8_t", "i8": "int8_t", "bool": "uint8_t"}
+
+_FLOAT_FUNCTIONS = {
+    # op: (f32 spelling, f64 spelling); {0} {1} are the operands
+    "exp": ("dnf_expf({0})", "exp({0})"), "exp2": ("exp2f({0})", "exp2({0})"),
+    "log": ("dnf_logf({0})", "log({0})"), "log1p": ("log1pf({0})", "log1p({0})"),
+    "expm1": ("dnf_expm1f({0})", "expm1({0})"), "tanh": ("dnf_tanhf({0})", "tanh({0})"),
+    "logistic": ("dnf_logisticf({0})", "(1.0 / (1.0 + exp(-{0})))"),
+    "sqrt": ("sqrtf({0})", "sqrt({0})"), "rsqrt": ("(1.0f / sqrtf({0}))", "(1.0 / sqrt({0}))"),
+    "cbrt": ("cbrtf({0})", "cbrt({0})"), "sin": ("sinf({0})", "sin({0})"),
+    "cos": ("cosf({0})", "cos({0})"), "tan": ("tanf({0})", "tan({0})"),
+    "floor": ("floorf({0})", "floor({0})"), "ceil": ("ceilf({0})", "ceil({0})"),
+    "round_away": ("roundf({0})", "round({0})"), "round_even": ("rintf({0})", "rint({0})"),
+    "sign": ("dnf_signf({0})", "dnf_sign({0})"), "erf": ("dnf_erff({0})", "erf({0})"),
+    "erfc": ("dnf_erfcf({0})", "erfc({0})"), "abs": ("fabsf({0})", "fabs({0})"),
+    "is_finite": ("(fabsf({0}) < INFINITY)", "(fabs({0}) < INFINITY)"),
+    "max": ("dnf_maxf({0}, {1})", "dnf_max({0}, {1})"),
+    "min": ("dnf_minf({0}, {1})", "dnf_min({0}, {1})"),
+    "rem": ("fmodf({0}, {1})", "fmod({0}, {1})"), "pow": ("powf({0}, {1})", "pow({0}, {1})"),
+    "atan2": ("atan2f({0}, {1})", "atan2({0}, {1})"),
+}
+
+C_OPS = {
+    # op: spelling for every dtype (operators C defines the same way for all our types)
+    "neg": "(-{0})", "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})",
+    "div": "({0} / {1})", "eq": "({0} == {1})", "ne": "({0} != {1})", "lt": "({0} < {1})",
+    "le": "({0} <= {1})", "gt": "({0} > {1})", "ge": "({0} >= {1})",
+    "and": "({0} & {1})", "or": "({0} | {1})", "xor": "({0} ^ {1})",
+    "select": "({0} ? {1} : {2})",
+}
+"""Kernel IR operation → C spelling; ``_spell`` overrides it by dtype where C differs."""
+
+
+def _spell(expr: Expr, operands: list[str]) -> str:
+    op, dtype = expr.op, expr.dtype
+    if op in _FLOAT_FUNCTIONS and dtype in ("f32", "f64"):
+        return _FLOAT_FUNCTIONS[op][dtype == "f64"].format(*operands)
+    if op == "is_finite":  # the operand is floating, the result bool
+        source = expr.args[0].dtype
+        return _FLOAT_FUNCTIONS[op][source == "f64"].format(*operands)
+    if op in ("div", "rem") and dtype in ("i32", "i64"):
+        return f"dnf_{op}_{dtype}({operands[0]}, {operands[1]})"
+    if op in ("max", "min"):
+        compare = ">" if op == "max" else "<"
+        return f"({operands[0]} {compare} {operands[1]} ? {operands[0]} : {operands[1]})"
+    if op == "abs":
+        return f"({operands[0]} < 0 ? -{operands[0]} : {operands[0]})"
+    if op == "sign":
+        return f"(({operands[0]} > 0) - ({operands[0]} < 0))"
+    if op == "not":
+        return f"(!{operands[0]})" if dtype == "bool" else f"(~{operands[0]})"
+    if op == "select":
+        return C_OPS[op].format(*operands)
+    if op in C_OPS:
+        text = C_OPS[op].format(*operands)
+        return f"(({C_TYPES[dtype]}){text})" if dtype in ("u8", "i8", "bool") else text
+    raise NotImplementedError(f"no C spelling for {op} on {dtype}")
+
+
+def _convert(expr: Expr, operand: str) -> str:
+    source, target = expr.attrs[0], expr.dtype
+    if target == "bool":
+        return f"({operand} != 0)"
+    if source in ("f32", "f64") and target in ("i32", "i64", "u32", "u8", "i8"):
+        value = operand if source == "f32" else f"(float)({operand})"
+        return f"dnf_f32_to_{target}({value})"
+    return f"(({C_TYPES[target]})({operand}))"
+
+
+def literal(value: Any, dtype: str) -> str:
+    """A C literal of ``value`` that reads back exactly (hex floats; inf and NaN by name)."""
+    if value == "min":
+        return {"i32": "INT32_MIN", "i64": "INT64_MIN"}.get(dtype, "0")
+    if value == "max":
+        return {"i32": "INT32_MAX", "i64": "INT64_MAX", "u32": "UINT32_MAX",
+                "u8": "255", "i8": "127", "bool": "1"}[dtype]
+    if dtype in ("f32", "f64"):
+        value = float(value)
+        suffix = "f" if dtype == "f32" else ""
+        if math.isnan(value):
+            return f"(({C_TYPES[dtype]})NAN)"
+        if math.isinf(value):
+            return f"(({C_TYPES[dtype]}){'-' if value < 0 else ''}INFINITY)"
+        return f"{value.hex()}{suffix}"
+    if dtype == "bool":
+        return "1" if value else "0"
+    return f"(({C_TYPES[dtype]}){int(value)}LL)"
+
+
+def render_index(index: Index, names: dict[LoopVar, str]) -> str:
+    """C text of an integer index expression (all arithmetic in ``long``)."""
+    parts = []
+    for atom, coef in index.terms:
+        if isinstance(atom, LoopVar):
+            text = names.get(atom, atom.name)
+        elif hasattr(atom, "modulus"):
+            inner = render_index(atom.index, names)
+            divided = f"({inner}) / {atom.divisor}" if atom.divisor != 1 else f"({inner})"
+            text = f"(({divided}) % {atom.modulus})"
+        else:
+            text = f"(({render_index(atom.index, names)}) / {atom.divisor})"
+        parts.append(text if coef == 1 else f"{text} * {coef}")
+    if index.const or not parts:
+        parts.append(str(index.const))
+    return " + ".join(parts)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.depth = 1
+
+    def line(self, text: str) -> None:
+        self.lines.append("  " * self.depth + text)
+
+    def open(self, text: str) -> None:
+        self.line(text + " {")
+        self.depth += 1
+
+    def close(self) -> None:
+        self.depth -= 1
+        self.line("}")
+
+
+def render_c(kernel: LoopKernel) -> str:
+    """The complete C translation unit of ``kernel`` (prelude included)."""
+    w = _Writer()
+    for k, buffer in enumerate(kernel.inputs):
+        w.line(f"const {C_TYPES[buffer.dtype]} *restrict {buffer.name} = "
+               f"(const {C_TYPES[buffer.dtype]} *)in_[{k}];")
+    for k, buffer in enumerate(kernel.outputs):
+        w.line(f"{C_TYPES[buffer.dtype]} *restrict {buffer.name} = "
+               f"({C_TYPES[buffer.dtype]} *)out_[{k}];")
+    if kernel.rows:
+        rows = math.prod(v.extent for v in kernel.rows)
+        work = rows * max((_stage_work(s) for s in kernel.stages), default=1)
+        w.line(f"#pragma omp parallel for schedule(static) if({work} >= {PARALLEL_MIN_WORK})")
+        w.open(f"for (long r = 0; r < {rows}; r++)")
+        stride = rows
+        for var in kernel.rows:
+            stride //= var.extent
+            w.line(f"const long {var.name} = (r / {stride}) % {var.extent};")
+        for temp in kernel.temps:
+            w.line(f"{C_TYPES[temp.dtype]} {temp.name}[{max(temp.size, 1)}];")
+        for stage in kernel.stages:
+            _render_stage(w, stage, parallel=False)
+        w.close()
+    else:
+        for temp in kernel.temps:
+            w.line(f"{C_TYPES[temp.dtype]} *{temp.name} = ({C_TYPES[temp.dtype]} *)"
+                   f"malloc(sizeof({C_TYPES[temp.dtype]}) * {max(temp.size, 1)});")
+        for stage in kernel.stages:
+            _render_stage(w, stage, parallel=True)
+        for temp in kernel.temps:
+            w.line(f"free({temp.name});")
+    body = "\n".join(w.lines)
+    return (f"{PRELUDE}\n"
+            f"void {kernel.name}(const void *const *in_, void *const *out_) {{\n{body}\n}}\n")
+
+
+def _stage_work(stage: Stage) -> int:
+    return math.prod(v.extent for v in (*stage.loops, *stage.reduce_loops))
+
+
+def _render_body(w: _Writer, roots: list[Expr], names: dict[LoopVar, str]) -> list[str]:
+    """Emits one ``const`` local per shared sub-expression; returns the roots' C names."""
+    spelled: dict[Expr, str] = {}
+    for n, expr in enumerate(expr_nodes(roots)):
+        if expr.op == "const":
+            spelled[expr] = literal(expr.attrs[0], expr.dtype)
+            continue
+        if expr.op == "load":
+            text = f"{expr.attrs[0]}[{render_index(expr.attrs[1], names)}]"
+        elif expr.op == "index":
+            text = f"(({C_TYPES[expr.dtype]})({render_index(expr.attrs[0], names)}))"
+        elif expr.op == "convert":
+            text = _convert(expr, spelled[expr.args[0]])
+        else:
+            text = _spell(expr, [spelled[a] for a in expr.args])
+        w.line(f"const {C_TYPES[expr.dtype]} v{n} = {text};")
+        spelled[expr] = f"v{n}"
+    return [spelled[root] for root in roots]
+
+
+def _open_loops(w: _Writer, loops: tuple[LoopVar, ...], parallel: bool, work: int,
+                innermost_simd: bool) -> int:
+    for depth, var in enumerate(loops):
+        if depth == 0 and parallel:
+            w.line(f"#pragma omp parallel for schedule(static) "
+                   f"if({work} >= {PARALLEL_MIN_WORK})")
+        elif depth == len(loops) - 1 and innermost_simd:
+            w.line("#pragma GCC ivdep")
+        w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
+    return len(loops)
+
+
+def _render_stage(w: _Writer, stage: Stage, parallel: bool) -> None:
+    w.line("{")  # each stage in its own scope: locals never clash
+    w.depth += 1
+    if stage.kind == "store":
+        opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), True)
+        (value,) = _render_body(w, [stage.value], {})
+        w.line(f"{stage.target}[{render_index(stage.index, {})}] = {value};")
+    else:
+        opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), False)
+        _render_reduction(w, stage, parallel and not stage.loops)
+    for _ in range(opened):
+        w.close()
+    w.close()
+
+
+def _combine(stage: Stage, a: str, b: str) -> str:
+    dtype = stage.value.dtype
+    return _spell(Expr(stage.combiner, (stage.value, stage.value), dtype), [a, b])
+
+
+def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
+    ctype, dtype = C_TYPES[stage.value.dtype], stage.value.dtype
+    init = literal(stage.init, dtype)
+    target = f"{stage.target}[{render_index(stage.index, {})}]"
+    if not stage.reduce_loops:  # a reduction over size-1 axes is a copy
+        (value,) = _render_body(w, [stage.value], {})
+        w.line(f"{target} = {_combine(stage, init, value)};")
+        return
+    (var,) = stage.reduce_loops
+    if var.extent < 2 * LANES:
+        w.line(f"{ctype} acc = {init};")
+        w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
+        (value,) = _render_body(w, [stage.value], {})
+        w.line(f"acc = {_combine(stage, 'acc', value)};")
+        w.close()
+        w.line(f"{target} = acc;")
+        return
+    chunks = 64 if parallel and var.extent >= 64 * LANES * 4 else 1
+    w.line(f"{ctype} part[{chunks}];")
+    if chunks > 1:  # a reduction to one value: fixed chunks, combined in order (deterministic)
+        w.line("#pragma omp parallel for schedule(static)")
+    w.open(f"for (long chunk = 0; chunk < {chunks}; chunk++)")
+    w.line(f"const long begin = {var.extent} * chunk / {chunks}, "
+           f"end = {var.extent} * (chunk + 1) / {chunks};")
+    w.line(f"{ctype} lane[{LANES}];")
+    w.line(f"for (int l = 0; l < {LANES}; l++) lane[l] = {init};")
+    w.line("long j0 = begin;")
+    w.open(f"for (; j0 + {LANES} <= end; j0 += {LANES})")
+    w.open(f"for (int l = 0; l < {LANES}; l++)")
+    w.line(f"const long {var.name}_v = j0 + l;")
+    (value,) = _render_body(w, [stage.value], {var: f"{var.name}_v"})
+    w.line(f"lane[l] = {_combine(stage, 'lane[l]', value)};")
+    w.close()
+    w.close()
+    w.open(f"for (long {var.name} = j0; {var.name} < end; {var.name}++)")
+    (value,) = _render_body(w, [stage.value], {})
+    w.line(f"lane[0] = {_combine(stage, 'lane[0]', value)};")
+    w.close()
+    for width in (8, 4, 2, 1):  # a fixed tree: the result never depends on thread timing
+        w.line(f"for (int l = 0; l < {width}; l++) lane[l] = "
+               f"{_combine(stage, 'lane[l]', f'lane[l + {width}]')};")
+    w.line("part[chunk] = lane[0];")
+    w.close()
+    w.line(f"{ctype} acc = part[0];")
+    w.line(f"for (int c = 1; c < {chunks}; c++) acc = {_combine(stage, 'acc', 'part[c]')};")
+    w.line(f"{target} = acc;")

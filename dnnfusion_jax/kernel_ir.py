@@ -1,0 +1,362 @@
+"""The kernel IR: one fused block as loop nests over a per-element expression DAG.
+
+Every code generator (C today, Pallas next) renders this IR; only the spelling of an operation
+and of a loop differs between them. A ``LoopKernel`` has
+
+* ``rows``: an optional shared, parallel outer iteration space. Every stage runs inside it, so a
+  row of a softmax is read from memory once per stage while it is still in cache;
+* ``stages`` in order, each a loop nest that either *stores* an expression into an output
+  buffer or *reduces* an expression over some loops into a small temporary (or an output);
+* expressions (``Expr``) that load from buffers at integer index expressions (``Index``).
+  Reorganize and Shuffle operators never appear: they are folded into the index expressions.
+
+``Index`` is an affine form over loop variables whose atoms may also be floor-divisions and
+modulos of other indices; it simplifies ``(f // (s*e)) * e + (f // s) % e`` back to ``f // s``,
+so a reshape followed by its inverse costs nothing, and ``upper`` bounds let it drop
+divisions that are no-ops.
+
+Example:
+    >>> i, j = LoopVar("i", 4), LoopVar("j", 8)
+    >>> flat = Index.var(i) * 8 + Index.var(j)
+    >>> str((flat // 8) * 8 + flat % 8)
+    'i*8 + j'
+    >>> str(Index.var(j) // 8), str(Index.var(j) % 8)
+    ('0', 'j')
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LoopVar:
+    """A loop variable with its trip count (values 0 … extent-1)."""
+
+    name: str
+    extent: int
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Div:
+    """``index // divisor`` (divisor > 1), an atom of an ``Index``."""
+
+    index: "Index"
+    divisor: int
+
+    def __str__(self) -> str:
+        return f"({self.index})/{self.divisor}"
+
+
+@dataclass(frozen=True)
+class Mod:
+    """``(index // divisor) % modulus``, an atom of an ``Index``."""
+
+    index: "Index"
+    divisor: int
+    modulus: int
+
+    def __str__(self) -> str:
+        inner = str(self.index) if self.divisor == 1 else f"({self.index})/{self.divisor}"
+        return f"({inner})%{self.modulus}"
+
+
+Atom = LoopVar | Div | Mod
+
+
+@dataclass(frozen=True)
+class Index:
+    """An integer expression ``const + Σ coef·atom`` with non-negative values."""
+
+    terms: tuple[tuple[Atom, int], ...] = ()
+    const: int = 0
+
+    @staticmethod
+    def var(var: LoopVar) -> Index:
+        return Index(((var, 1),)) if var.extent > 1 else Index()
+
+    @staticmethod
+    def constant(value: int) -> Index:
+        return Index((), int(value))
+
+    def __add__(self, other: Index | int) -> Index:
+        other = other if isinstance(other, Index) else Index.constant(other)
+        merged: dict[Atom, int] = dict(self.terms)
+        for atom, coef in other.terms:
+            merged[atom] = merged.get(atom, 0) + coef
+        return _normalise(merged, self.const + other.const)
+
+    def __mul__(self, factor: int) -> Index:
+        if factor == 0:
+            return Index()
+        return Index(tuple((a, c * factor) for a, c in self.terms), self.const * factor)
+
+    def __floordiv__(self, divisor: int) -> Index:
+        if divisor == 1:
+            return self
+        # split self = divisor·quotient + rest; when 0 ≤ rest < divisor the division is exact
+        quotient = Index(tuple((a, c // divisor) for a, c in self.terms if c % divisor == 0),
+                         self.const // divisor)
+        rest = Index(tuple((a, c) for a, c in self.terms if c % divisor), self.const % divisor)
+        if 0 <= rest.lower() and rest.upper() < divisor:
+            return quotient
+        return Index(((Div(self, divisor), 1),))
+
+    def __mod__(self, modulus: int) -> Index:
+        return self.digit(1, modulus)
+
+    def digit(self, divisor: int, modulus: int) -> Index:
+        """``(self // divisor) % modulus``."""
+        if modulus == 1:
+            return Index()
+        period = divisor * modulus  # terms that are multiples of the period never matter
+        reduced = Index(tuple((a, c) for a, c in self.terms if c % period), self.const % period)
+        if reduced.lower() >= 0 and reduced.upper() // divisor < modulus:
+            return reduced // divisor
+        return Index(((Mod(reduced, divisor, modulus), 1),))
+
+    def upper(self) -> int:
+        """The largest value the expression can take."""
+        return self.const + sum(c * _atom_upper(a) for a, c in self.terms if c > 0)
+
+    def lower(self) -> int:
+        """The smallest value the expression can take (atoms are never negative)."""
+        return self.const + sum(c * _atom_upper(a) for a, c in self.terms if c < 0)
+
+    def loop_vars(self) -> set[LoopVar]:
+        """Every loop variable the expression reads, inside divisions too."""
+        found: set[LoopVar] = set()
+        for atom, _ in self.terms:
+            found |= {atom} if isinstance(atom, LoopVar) else atom.index.loop_vars()
+        return found
+
+    def affine_coefficient(self, var: LoopVar) -> int | None:
+        """The coefficient of ``var`` if it appears only linearly, else None."""
+        for atom, _ in self.terms:
+            if not isinstance(atom, LoopVar) and var in atom.index.loop_vars():
+                return None
+        return dict(self.terms).get(var, 0)
+
+    def substitute(self, mapping: dict[LoopVar, Index]) -> Index:
+        """Replaces loop variables by index expressions (and re-simplifies)."""
+        result = Index.constant(self.const)
+        for atom, coef in self.terms:
+            if isinstance(atom, LoopVar):
+                part = mapping.get(atom, Index.var(atom))
+            elif isinstance(atom, Div):
+                part = atom.index.substitute(mapping) // atom.divisor
+            else:
+                part = atom.index.substitute(mapping).digit(atom.divisor, atom.modulus)
+            result = result + part * coef
+        return result
+
+    def __str__(self) -> str:
+        parts = [str(a) if c == 1 else f"{a}*{c}" for a, c in self.terms]
+        if self.const or not parts:
+            parts.append(str(self.const))
+        return " + ".join(parts)
+
+
+def _atom_upper(atom: Atom) -> int:
+    if isinstance(atom, LoopVar):
+        return atom.extent - 1
+    if isinstance(atom, Div):
+        return atom.index.upper() // atom.divisor
+    return min(atom.modulus - 1, atom.index.upper() // atom.divisor)
+
+
+def _normalise(terms: dict[Atom, int], const: int) -> Index:
+    """Drops zero terms and folds digit chains of one value ``f``:
+
+    ``((f//s) % e)·k + (f//(s·e))·e·k → (f//s)·k`` and
+    ``((f//s) % e)·k + ((f//(s·e)) % e2)·e·k → ((f//s) % (e·e2))·k``.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for atom, coef in list(terms.items()):
+            if not isinstance(atom, Mod) or not coef:
+                continue
+            higher = atom.divisor * atom.modulus
+            for partner, partner_coef in list(terms.items()):
+                same_value = (isinstance(partner, (Div, Mod)) and partner.index == atom.index
+                              and partner.divisor == higher)
+                if not same_value or partner_coef != coef * atom.modulus:
+                    continue
+                del terms[atom], terms[partner]
+                if isinstance(partner, Div):
+                    folded = atom.index // atom.divisor
+                else:
+                    folded = atom.index.digit(atom.divisor, atom.modulus * partner.modulus)
+                for a, c in folded.terms:
+                    terms[a] = terms.get(a, 0) + c * coef
+                const += folded.const * coef
+                changed = True
+                break
+            if changed:
+                break
+    return Index(tuple((a, c) for a, c in terms.items() if c != 0), const)
+
+
+def linearize(indices: list[Index], shape: tuple[int, ...]) -> Index:
+    """Row-major flat index of ``indices`` in ``shape``."""
+    flat, stride = Index(), 1
+    for index, extent in zip(reversed(indices), reversed(shape)):
+        flat = flat + index * stride
+        stride *= extent
+    return flat
+
+
+def delinearize(flat: Index, shape: tuple[int, ...]) -> list[Index]:
+    """The multi-index of row-major ``flat`` in ``shape`` (inverse of ``linearize``)."""
+    indices, stride = [], 1
+    for position, extent in reversed(list(enumerate(shape))):
+        # the top digit needs no modulo: flat < size
+        indices.append(flat // stride if position == 0 else flat.digit(stride, extent))
+        stride *= extent
+    indices.reverse()
+    return indices
+
+
+# ---------------------------------------------------------------------------------------------
+# Expressions
+
+
+@dataclass(frozen=True)
+class Expr:
+    """One scalar operation in a stage. Structurally equal expressions are one value (CSE).
+
+    ``op`` is an operation name from ``ELEMENTWISE_OPS`` or one of: ``load`` (attrs: buffer
+    name, Index), ``const`` (attrs: value), ``index`` (attrs: Index, the value of an integer
+    index), ``convert`` (attrs: source dtype).
+    """
+
+    op: str
+    args: tuple[Expr, ...]
+    dtype: str
+    attrs: tuple[Any, ...] = ()
+
+
+ELEMENTWISE_OPS = {
+    # name: arity. Semantics are XLA's (NaN-propagating max/min, IEEE comparisons).
+    "neg": 1, "abs": 1, "exp": 1, "exp2": 1, "log": 1, "log1p": 1, "expm1": 1, "tanh": 1,
+    "logistic": 1, "sqrt": 1, "rsqrt": 1, "cbrt": 1, "sin": 1, "cos": 1, "tan": 1,
+    "floor": 1, "ceil": 1, "round_away": 1, "round_even": 1, "sign": 1, "erf": 1, "erfc": 1,
+    "is_finite": 1, "not": 1, "square": 1,
+    "add": 2, "sub": 2, "mul": 2, "div": 2, "rem": 2, "max": 2, "min": 2, "pow": 2,
+    "atan2": 2, "and": 2, "or": 2, "xor": 2, "eq": 2, "ne": 2, "lt": 2, "le": 2, "gt": 2,
+    "ge": 2, "select": 3,
+}
+
+REDUCERS = {"add": "sum", "max": "max", "min": "min", "mul": "product", "and": "all",
+            "or": "any"}
+"""Combiners a reduce stage may use, with their meaning."""
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A kernel argument or a temporary: a named dense row-major array."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    role: str  # "input", "output" or "temp"
+
+    @property
+    def size(self) -> int:
+        size = 1
+        for extent in self.shape:
+            size *= extent
+        return size
+
+
+@dataclass
+class Stage:
+    """One loop nest inside the rows loop.
+
+    store:  ``target[index] = value`` for every point of ``loops``.
+    reduce: ``target[index] = combine over reduce_loops of value``; ``loops`` are the kept
+            (outer) loops, ``reduce_loops`` the reduced (inner) ones, ``init`` the identity.
+    """
+
+    kind: str
+    target: str
+    index: Index
+    value: Expr
+    loops: tuple[LoopVar, ...]
+    reduce_loops: tuple[LoopVar, ...] = ()
+    combiner: str | None = None
+    init: Any = None
+
+
+@dataclass
+class LoopKernel:
+    """A whole fused block: buffers, the shared rows loop, and the stages in order.
+
+    ``temps`` are indexed by the row-local part only: inside the rows loop they hold one row.
+    """
+
+    name: str
+    inputs: list[Buffer]
+    outputs: list[Buffer]
+    temps: list[Buffer]
+    rows: tuple[LoopVar, ...]
+    stages: list[Stage]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def buffer(self, name: str) -> Buffer:
+        for buffer in (*self.inputs, *self.outputs, *self.temps):
+            if buffer.name == name:
+                return buffer
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        lines = [f"kernel {self.name}(" + ", ".join(
+            f"{b.name}: {b.dtype}{list(b.shape)}" for b in self.inputs) + ") -> (" + ", ".join(
+            f"{b.name}: {b.dtype}{list(b.shape)}" for b in self.outputs) + ")"]
+        for temp in self.temps:
+            lines.append(f"  temp {temp.name}: {temp.dtype}{list(temp.shape)}")
+        if self.rows:
+            lines.append("  parallel rows " + ", ".join(f"{v}<{v.extent}" for v in self.rows))
+        for stage in self.stages:
+            loops = ", ".join(f"{v}<{v.extent}" for v in stage.loops)
+            if stage.kind == "store":
+                lines.append(f"  for {loops or '()'}: {stage.target}[{stage.index}] = "
+                             f"{render_expr(stage.value)}")
+            else:
+                red = ", ".join(f"{v}<{v.extent}" for v in stage.reduce_loops)
+                lines.append(f"  for {loops or '()'}: {stage.target}[{stage.index}] = "
+                             f"{stage.combiner}-reduce over {red}: {render_expr(stage.value)}")
+        return "\n".join(lines)
+
+
+def render_expr(expr: Expr) -> str:
+    """A readable one-line form of an expression (for debug listings and golden tests)."""
+    if expr.op == "load":
+        return f"{expr.attrs[0]}[{expr.attrs[1]}]"
+    if expr.op == "const":
+        return repr(expr.attrs[0])
+    if expr.op == "index":
+        return f"({expr.attrs[0]})"
+    return f"{expr.op}(" + ", ".join(render_expr(a) for a in expr.args) + ")"
+
+
+def expr_nodes(roots: list[Expr]) -> list[Expr]:
+    """Every distinct sub-expression of ``roots``, operands before users (iterative walk)."""
+    order: list[Expr] = []
+    seen: set[Expr] = set()
+    stack: list[tuple[Expr, bool]] = [(root, False) for root in reversed(roots)]
+    while stack:
+        expr, expanded = stack.pop()
+        if expr in seen:
+            continue
+        if expanded:
+            seen.add(expr)
+            order.append(expr)
+            continue
+        stack.append((expr, True))
+        stack.extend((arg, False) for arg in reversed(expr.args) if arg not in seen)
+    return order

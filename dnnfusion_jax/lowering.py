@@ -1,0 +1,414 @@
+"""Lowers a fused block to the kernel IR (``kernel_ir.LoopKernel``), once for every backend.
+
+Each value the block must produce gets a loop nest (a *stage*); everything else is inlined as
+an expression evaluated at the index the consumer asks for:
+
+* elementwise operators become expression nodes (size-1 operands are read at index 0);
+* Reorganize and Shuffle operators (reshape, squeeze, expand_dims, transpose, rev) and
+  broadcasts are index transforms, never copies; slice is an offset and stride; pad and
+  concatenate are predicated reads (only the chosen operand is read);
+* a reduction is the one value that is materialised inside the kernel: a reduce stage writes
+  it into a temporary that later stages read (softmax is max-stage, sum-stage, store-stage).
+
+When all stages share leading dimensions that every read of a temporary keeps (a softmax over
+the last axis shares all the others), those dimensions become the parallel ``rows`` loop and
+temporaries shrink to one row: a row is then read from memory while it is still in cache.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dnnfusion_jax.trace import trace_function
+    >>> from dnnfusion_jax.greedy_planner import GreedyPlanner
+    >>> g = trace_function(jax.nn.softmax, [jnp.ones((4, 8))]).graph
+    >>> kernel = lower_block(GreedyPlanner().plan(g).blocks[0], g.constants)
+    >>> [stage.kind for stage in kernel.stages], [str(v) for v in kernel.rows]
+    (['reduce', 'reduce', 'store'], ['r0'])
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .executable import UnsupportedBlock
+from .ir import Node, Var
+from .kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, delinearize,
+                        expr_nodes, linearize)
+from .plan import Block
+
+DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
+          "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool"}
+"""numpy dtype name → kernel IR dtype; anything else keeps the block in XLA."""
+
+_SAME_NAME_OPS = """neg abs exp exp2 log log1p expm1 tanh logistic sqrt rsqrt cbrt sin cos tan
+    floor ceil sign erf erfc is_finite not add sub mul div rem max min pow atan2 and or xor
+    eq ne lt le gt ge""".split()
+ELEMENTWISE_LOWERING = {name: name for name in _SAME_NAME_OPS}
+"""lax primitive → kernel IR operation, for the ones that map one to one."""
+
+REDUCTIONS = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min",
+              "reduce_prod": "mul", "reduce_and": "and", "reduce_or": "or"}
+"""lax reduction primitive → combiner."""
+
+INDEX_TRANSFORMS = frozenset("""broadcast_in_dim reshape squeeze expand_dims transpose rev
+    slice pad concatenate copy iota""".split())
+
+OTHER_ELEMENTWISE = frozenset("""convert_element_type integer_pow square select_n clamp
+    round""".split())
+
+LOWERABLE = frozenset(ELEMENTWISE_LOWERING) | frozenset(REDUCTIONS) | INDEX_TRANSFORMS \
+    | OTHER_ELEMENTWISE
+"""Every primitive this lowering handles; a block with any other stays in XLA."""
+
+MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
+MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
+MIN_PARALLEL_ROWS = 4         # fewer rows than this: parallelise each stage instead
+
+
+class _NotRowLocal(Exception):
+    """A stage reads a temporary outside its own row: try fewer row dimensions."""
+
+
+def unsupported_reason(node: Node) -> str | None:
+    """Why ``node`` cannot be part of a lowered kernel, or None if it can."""
+    if node.op not in LOWERABLE:
+        return f"primitive {node.op} has no kernel lowering"
+    if node.effects:
+        return f"{node.op} has side effects"
+    for var in (*node.inputs, *node.outputs):
+        if getattr(np.dtype(var.dtype) if _is_numpy(var.dtype) else None, "name", None) \
+                not in DTYPES:
+            return f"dtype {var.dtype} is not supported by the kernel lowering"
+    if node.op == "reshape" and node.params.get("dimensions") is not None:
+        return "reshape with dimensions"
+    if node.op == "pad" and any(interior for _, _, interior in node.params["padding_config"]):
+        return "pad with interior padding"
+    if node.op == "round" and int(node.params.get("rounding_method", 0)) not in (0, 1):
+        return "unknown rounding method"
+    return None
+
+
+def _is_numpy(dtype: Any) -> bool:
+    try:
+        np.dtype(dtype)
+        return True
+    except TypeError:
+        return False
+
+
+def kernel_dtype(var: Var) -> str:
+    return DTYPES[np.dtype(var.dtype).name]
+
+
+def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel") -> LoopKernel:
+    """The loop kernel of ``block``; raises UnsupportedBlock when it cannot be lowered."""
+    for node in block.nodes:
+        reason = unsupported_reason(node)
+        if reason:
+            raise UnsupportedBlock(reason)
+    row_candidates = _row_candidates(block)
+    for rows in row_candidates:
+        try:
+            return _BlockLowering(block, constants, name, rows).lower()
+        except _NotRowLocal:
+            continue
+    raise AssertionError("lowering without rows cannot fail on row locality")
+
+
+def _row_candidates(block: Block) -> list[tuple[int, ...]]:
+    """Shared leading extents to try as the rows loop, longest first, ending with none."""
+    spaces = [var.shape for var in block.outputs]
+    for node in block.nodes:
+        if node.op in REDUCTIONS:
+            operand = node.inputs[0].shape
+            first_reduced = min(node.params["axes"])
+            spaces.append(operand[:first_reduced])
+    common: tuple[int, ...] = ()
+    for extents in zip(*spaces):
+        if len(set(extents)) != 1:
+            break
+        common += (extents[0],)
+    # keep a vectorisable inner loop: rows never take a whole stage space
+    shortest = min(len(space) for space in spaces)
+    has_reduction = any(node.op in REDUCTIONS for node in block.nodes)
+    limit = min(len(common), shortest if has_reduction else shortest - 1)
+    candidates = [common[:k] for k in range(max(limit, 0), 0, -1)
+                  if int(np.prod(common[:k])) >= MIN_PARALLEL_ROWS]
+    return candidates + [()]
+
+
+class _BlockLowering:
+    """Builds the stages of one block for one choice of rows."""
+
+    def __init__(self, block: Block, constants: Mapping[Var, Any], name: str,
+                 rows: tuple[int, ...]) -> None:
+        self.block = block
+        self.name = name
+        self.producer = {out: node for node in block.nodes for out in node.outputs}
+        self.rows = tuple(LoopVar(f"r{d}", extent) for d, extent in enumerate(rows))
+        self.literals: dict[Var, Any] = {}
+        self.inputs: list[Buffer] = []
+        self.storage: dict[Var, Buffer] = {}
+        for var in block.inputs:
+            if var in constants and np.ndim(constants[var]) == 0:
+                self.literals[var] = np.asarray(constants[var]).item()
+            else:
+                buffer = Buffer(f"in{len(self.inputs)}", var.shape, kernel_dtype(var), "input")
+                self.inputs.append(buffer)
+                self.storage[var] = buffer
+        self.outputs = [Buffer(f"out{k}", var.shape, kernel_dtype(var), "output")
+                        for k, var in enumerate(block.outputs)]
+        self.storage.update(zip(block.outputs, self.outputs))
+        self.temps: list[Buffer] = []
+        self.stages: list[Stage] = []
+        self._memo: dict[tuple[Var, tuple[Index, ...]], Expr] = {}
+        self._loop_count = 0
+
+    # -- stages ------------------------------------------------------------------------------
+    def lower(self) -> LoopKernel:
+        for node in self.block.nodes:
+            if node.op in REDUCTIONS:
+                self._reduce_stage(node)
+        for var, buffer in zip(self.block.outputs, self.outputs):
+            if self.producer[var].op not in REDUCTIONS:
+                self._store_stage(var, buffer)
+        kernel = LoopKernel(self.name, self.inputs, self.outputs, self.temps, self.rows,
+                            self.stages)
+        kernel.notes["input_vars"] = [var for var in self.block.inputs
+                                      if var not in self.literals]
+        sizes = [len(expr_nodes([stage.value])) for stage in self.stages]
+        if max(sizes, default=0) > MAX_EXPRESSION_NODES:
+            raise UnsupportedBlock(f"inlined expression too large ({max(sizes)} nodes)")
+        return kernel
+
+    def _loops(self, shape: tuple[int, ...]) -> list[LoopVar]:
+        self._loop_count += 1
+        return [LoopVar(f"i{self._loop_count}_{d}", extent) for d, extent in enumerate(shape)]
+
+    def _row_indices(self) -> list[Index]:
+        return [Index.var(row) for row in self.rows]
+
+    def _store_stage(self, var: Var, buffer: Buffer) -> None:
+        k = len(self.rows)
+        loops = self._loops(var.shape[k:])
+        index = self._row_indices() + [Index.var(v) for v in loops]
+        value = self.value_at(var, index)
+        self.stages.append(Stage("store", buffer.name, linearize(index, var.shape), value,
+                                 tuple(v for v in loops if v.extent > 1)))
+
+    def _reduce_stage(self, node: Node) -> None:
+        operand, result = node.inputs[0], node.out
+        axes = sorted(node.params["axes"])
+        kept_axes = [a for a in range(operand.ndim) if a not in axes]
+        k = len(self.rows)
+        kept_loops = self._loops(tuple(operand.shape[a] for a in kept_axes[k:]))
+        reduced_extent = int(np.prod([operand.shape[a] for a in axes]))
+        reduced = LoopVar(f"j{self._loop_count}", reduced_extent)
+        reduced_digits = delinearize(Index.var(reduced), tuple(operand.shape[a] for a in axes))
+        kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
+        operand_index: list[Index] = [Index()] * operand.ndim
+        for axis, index in zip(kept_axes, kept_index):
+            operand_index[axis] = index
+        for axis, index in zip(axes, reduced_digits):
+            operand_index[axis] = index
+        value = self.value_at(operand, operand_index)
+
+        if result in self.storage:  # a block output: reduce straight into it
+            buffer, target = self.storage[result], linearize(kept_index, result.shape)
+        else:
+            local_shape = result.shape[k:]
+            if int(np.prod(local_shape)) > MAX_ROW_TEMP_ELEMENTS and self.rows:
+                raise _NotRowLocal()
+            shape = local_shape if self.rows else result.shape
+            buffer = Buffer(f"t{len(self.temps)}", shape, kernel_dtype(result), "temp")
+            self.temps.append(buffer)
+            self.storage[result] = buffer
+            target = linearize(kept_index[k:] if self.rows else kept_index, shape)
+        combiner = REDUCTIONS[node.op]
+        self.stages.append(Stage("reduce", buffer.name, target, value,
+                                 tuple(v for v in kept_loops if v.extent > 1),
+                                 (reduced,) if reduced.extent > 1 else (), combiner,
+                                 _identity(combiner, kernel_dtype(result))))
+
+    # -- expressions ---------------------------------------------------------------------------
+    def value_at(self, var: Var, index: list[Index]) -> Expr:
+        """The expression for element ``index`` of ``var`` (memoised: shared subexpressions)."""
+        key = (var, tuple(index))
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._compute(var, index)
+        return found
+
+    def _compute(self, var: Var, index: list[Index]) -> Expr:
+        dtype = kernel_dtype(var)
+        if var in self.literals:
+            return Expr("const", (), dtype, (self.literals[var],))
+        buffer = self.storage.get(var)
+        if buffer is not None and (buffer.role != "output" or var not in self.producer
+                                   or self.producer[var].op in REDUCTIONS):
+            return Expr("load", (), dtype, (buffer.name, self._buffer_index(var, buffer, index)))
+        node = self.producer[var]
+        rule = getattr(self, f"_lower_{node.op}", None)
+        if rule is not None:
+            return rule(node, index)
+        operands = [self.value_at(x, _broadcast_index(index, x)) for x in node.inputs]
+        return Expr(ELEMENTWISE_LOWERING[node.op], tuple(operands), dtype)
+
+    def _buffer_index(self, var: Var, buffer: Buffer, index: list[Index]) -> Index:
+        if var not in self.producer:  # a block input: every element is ready
+            return linearize(index, var.shape)
+        # a reduction computed in this kernel: inside the rows loop only this row exists
+        k = len(self.rows)
+        if list(index[:k]) != self._row_indices():
+            raise _NotRowLocal()
+        if buffer.role == "temp" and self.rows:
+            return linearize(index[k:], var.shape[k:])
+        return linearize(index, var.shape)
+
+    # index transforms
+    def _lower_broadcast_in_dim(self, node: Node, index: list[Index]) -> Expr:
+        operand = node.inputs[0]
+        dims = node.params["broadcast_dimensions"]
+        inner = [index[d] if operand.shape[j] != 1 else Index() for j, d in enumerate(dims)]
+        return self.value_at(operand, inner)
+
+    def _lower_reshape(self, node: Node, index: list[Index]) -> Expr:
+        operand = node.inputs[0]
+        flat = linearize(index, node.out.shape)
+        return self.value_at(operand, delinearize(flat, operand.shape))
+
+    _lower_squeeze = _lower_reshape
+    _lower_expand_dims = _lower_reshape
+
+    def _lower_copy(self, node: Node, index: list[Index]) -> Expr:
+        return self.value_at(node.inputs[0], index)
+
+    def _lower_transpose(self, node: Node, index: list[Index]) -> Expr:
+        inner: list[Index] = [Index()] * len(index)
+        for out_dim, in_dim in enumerate(node.params["permutation"]):
+            inner[in_dim] = index[out_dim]
+        return self.value_at(node.inputs[0], inner)
+
+    def _lower_rev(self, node: Node, index: list[Index]) -> Expr:
+        shape = node.out.shape
+        inner = [index[d] * -1 + (shape[d] - 1) if d in node.params["dimensions"] else index[d]
+                 for d in range(len(index))]
+        return self.value_at(node.inputs[0], inner)
+
+    def _lower_slice(self, node: Node, index: list[Index]) -> Expr:
+        strides = node.params["strides"] or (1,) * len(index)
+        inner = [i * s + int(start) for i, s, start in
+                 zip(index, strides, node.params["start_indices"])]
+        return self.value_at(node.inputs[0], inner)
+
+    def _lower_pad(self, node: Node, index: list[Index]) -> Expr:
+        operand, padding = node.inputs
+        inner, checks = [], []
+        for d, (low, _high, _interior) in enumerate(node.params["padding_config"]):
+            shifted = index[d] + (-int(low))
+            inner.append(shifted)
+            if shifted.lower() < 0:
+                checks.append(self._compare("ge", shifted, 0))
+            if shifted.upper() >= operand.shape[d]:
+                checks.append(self._compare("lt", shifted, operand.shape[d]))
+        value = self.value_at(operand, inner) if not checks else None
+        if not checks:
+            return value
+        inside = checks[0]
+        for check in checks[1:]:
+            inside = Expr("and", (inside, check), "bool")
+        return Expr("select", (inside, self.value_at(operand, inner),
+                               self.value_at(padding, [])), kernel_dtype(node.out))
+
+    def _lower_concatenate(self, node: Node, index: list[Index]) -> Expr:
+        axis = node.params["dimension"]
+        offsets = np.cumsum([0] + [x.shape[axis] for x in node.inputs])
+        result = None
+        for operand, start in reversed(list(zip(node.inputs, offsets[:-1]))):
+            inner = list(index)
+            inner[axis] = index[axis] + (-int(start))
+            piece = self.value_at(operand, inner)
+            if result is None:
+                result = piece
+            else:
+                end = int(start) + operand.shape[axis]
+                result = Expr("select", (self._compare("lt", index[axis], end), piece, result),
+                              kernel_dtype(node.out))
+        return result
+
+    def _lower_iota(self, node: Node, index: list[Index]) -> Expr:
+        return Expr("index", (), kernel_dtype(node.out), (index[node.params["dimension"]],))
+
+    def _compare(self, op: str, index: Index, bound: int) -> Expr:
+        return Expr(op, (Expr("index", (), "i64", (index,)), Expr("const", (), "i64", (bound,))),
+                    "bool")
+
+    # elementwise operators that are not one IR operation
+    def _operands(self, node: Node, index: list[Index]) -> list[Expr]:
+        return [self.value_at(x, _broadcast_index(index, x)) for x in node.inputs]
+
+    def _lower_convert_element_type(self, node: Node, index: list[Index]) -> Expr:
+        (operand,) = self._operands(node, index)
+        dtype = kernel_dtype(node.out)
+        if operand.dtype == dtype:
+            return operand
+        return Expr("convert", (operand,), dtype, (operand.dtype,))
+
+    def _lower_square(self, node: Node, index: list[Index]) -> Expr:
+        (x,) = self._operands(node, index)
+        return Expr("mul", (x, x), x.dtype)
+
+    def _lower_integer_pow(self, node: Node, index: list[Index]) -> Expr:
+        (x,) = self._operands(node, index)
+        exponent = int(node.params["y"])
+        result, power, remaining = None, x, abs(exponent)
+        while remaining:  # square-and-multiply, as XLA expands integer_pow
+            if remaining & 1:
+                result = power if result is None else Expr("mul", (result, power), x.dtype)
+            remaining >>= 1
+            if remaining:
+                power = Expr("mul", (power, power), x.dtype)
+        one = Expr("const", (), x.dtype, (1,))
+        if result is None:
+            return one
+        return Expr("div", (one, result), x.dtype) if exponent < 0 else result
+
+    def _lower_select_n(self, node: Node, index: list[Index]) -> Expr:
+        predicate, *cases = self._operands(node, index)
+        result = cases[-1]
+        for position in range(len(cases) - 2, -1, -1):
+            # case i is chosen when predicate == i; bool predicates have two cases
+            if predicate.dtype == "bool":
+                chosen = Expr("not", (predicate,), "bool")
+            else:
+                chosen = Expr("eq", (predicate, Expr("const", (), predicate.dtype, (position,))),
+                              "bool")
+            result = Expr("select", (chosen, cases[position], result), result.dtype)
+        return result
+
+    def _lower_clamp(self, node: Node, index: list[Index]) -> Expr:
+        low, x, high = self._operands(node, index)
+        return Expr("min", (Expr("max", (x, low), x.dtype), high), x.dtype)
+
+    def _lower_round(self, node: Node, index: list[Index]) -> Expr:
+        (x,) = self._operands(node, index)
+        method = int(node.params.get("rounding_method", 0))
+        return Expr("round_even" if method == 1 else "round_away", (x,), x.dtype)
+
+
+def _broadcast_index(index: list[Index], operand: Var) -> list[Index]:
+    """An elementwise operand's index: scalars take none, size-1 dimensions read index 0."""
+    if operand.ndim == 0:
+        return []
+    return [Index() if extent == 1 else i for i, extent in zip(index, operand.shape)]
+
+
+def _identity(combiner: str, dtype: str) -> Any:
+    floating = dtype.startswith("f")
+    if combiner == "add" or combiner == "or":
+        return 0
+    if combiner in ("mul", "and"):
+        return 1
+    if combiner == "max":
+        return -np.inf if floating else "min"
+    return np.inf if floating else "max"
