@@ -8,9 +8,9 @@ XLA), and anything the lowering cannot express (``lowering.unsupported_reason``)
 Example:
     >>> import jax, jax.numpy as jnp, numpy as np
     >>> from dnnfusion_jax.trace import trace_function
-    >>> from dnnfusion_jax.greedy_planner import GreedyPlanner
+    >>> from dnnfusion_jax.plan import whole_graph_block
     >>> g = trace_function(jax.nn.softmax, [jnp.ones((4, 64))]).graph
-    >>> kernel = CBackend().compile_block(GreedyPlanner().plan(g).blocks[0], g.constants)
+    >>> kernel = CBackend().compile_block(whole_graph_block(g), g.constants)
     >>> x = np.arange(256, dtype=np.float32).reshape(4, 64) / 64
     >>> bool(np.allclose(kernel.run([x])[0], jax.nn.softmax(x), rtol=1e-5, atol=1e-6))
     True

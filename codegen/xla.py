@@ -15,10 +15,11 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dnnfusion_jax.executable import Kernel, evaluate_nodes
+from dnnfusion_jax.ir import Var
 from dnnfusion_jax.plan import Block
 
 
@@ -27,7 +28,7 @@ class XlaBackend:
 
     name = "xla"
 
-    def compile_block(self, block: Block) -> Kernel:
+    def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
         def run(inputs: Sequence[Any]) -> list[Any]:
             env = evaluate_nodes(block.nodes, dict(zip(block.inputs, inputs)))
             return [env[v] for v in block.outputs]

@@ -17,7 +17,7 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,7 +58,8 @@ class Backend(Protocol):
 
     name: str
 
-    def compile_block(self, block: Block) -> Kernel: ...
+    def compile_block(self, block: Block, constants: Mapping[Var, Any]) -> Kernel:
+        """``constants``: the graph's constant values, which a backend may inline."""
 
 
 class Executable:
@@ -90,9 +91,9 @@ def compile_plan(plan: FusionPlan, backend: Backend) -> Executable:
     kernels = []
     for block in plan.blocks:
         try:
-            kernels.append(backend.compile_block(block))
+            kernels.append(backend.compile_block(block, plan.graph.constants))
         except UnsupportedBlock as why:
-            kernel = reference.compile_block(block)
+            kernel = reference.compile_block(block, plan.graph.constants)
             kernel.fallback_reason = str(why)
             kernels.append(kernel)
     return Executable(plan, kernels)

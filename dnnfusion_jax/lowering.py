@@ -17,9 +17,9 @@ temporaries shrink to one row: a row is then read from memory while it is still 
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from dnnfusion_jax.trace import trace_function
-    >>> from dnnfusion_jax.greedy_planner import GreedyPlanner
+    >>> from dnnfusion_jax.plan import whole_graph_block
     >>> g = trace_function(jax.nn.softmax, [jnp.ones((4, 8))]).graph
-    >>> kernel = lower_block(GreedyPlanner().plan(g).blocks[0], g.constants)
+    >>> kernel = lower_block(whole_graph_block(g), g.constants)
     >>> [stage.kind for stage in kernel.stages], [str(v) for v in kernel.rows]
     (['reduce', 'reduce', 'store'], ['r0'])
 """
@@ -118,6 +118,8 @@ def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel"
 def _row_candidates(block: Block) -> list[tuple[int, ...]]:
     """Shared leading extents to try as the rows loop, longest first, ending with none."""
     spaces = [var.shape for var in block.outputs]
+    if not spaces:
+        raise UnsupportedBlock("the block computes no value anyone reads")
     for node in block.nodes:
         if node.op in REDUCTIONS:
             operand = node.inputs[0].shape

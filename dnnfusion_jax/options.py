@@ -31,7 +31,12 @@ def _xla_backend() -> Backend:
     return XlaBackend()
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"xla": _xla_backend}
+def _c_backend() -> Backend:
+    from codegen.c_backend import CBackend
+    return CBackend()
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"xla": _xla_backend, "c": _c_backend}
 """Backend name → factory. "auto" picks the best one for the default device."""
 
 PLANNERS: dict[str, Callable[[], Planner]] = {"greedy": GreedyPlanner, "none": UnfusedPlanner}

@@ -47,6 +47,22 @@ class Block:
         return f"Block({self.id}, {self.mapping_type.label}, {'+'.join(self.ops)})"
 
 
+def whole_graph_block(graph: Graph) -> Block:
+    """All of ``graph`` as one block (to lower or test a kernel without a planner).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from dnnfusion_jax.trace import trace_function
+        >>> whole_graph_block(trace_function(jnp.exp, [jnp.ones(3)]).graph).ops
+        ['exp']
+    """
+    from .mapping_types import node_mapping_type
+    kind = max((node_mapping_type(n) for n in graph.nodes), default=MappingType.ONE_TO_ONE)
+    inputs = dict.fromkeys(v for n in graph.nodes for v in n.inputs
+                           if v in set(graph.inputs) | set(graph.constants))
+    return Block(0, list(graph.nodes), kind, tuple(inputs), tuple(dict.fromkeys(graph.outputs)))
+
+
 @dataclass
 class FusionPlan:
     """Blocks in execution order; ``planner`` names who made it."""

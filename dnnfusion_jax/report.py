@@ -8,8 +8,8 @@ Example:
     >>> import dnnfusion_jax as dnnfusion
     >>> report = dnnfusion.explain(lambda x: jax.nn.softmax(x), jnp.ones((4, 8)))
     >>> summary = report.summary()
-    >>> summary["backend"], summary["blocks"] < summary["jaxpr_ops"]
-    ('xla', True)
+    >>> summary["backend"] in ("c", "xla"), summary["blocks"] < summary["jaxpr_ops"]
+    (True, True)
     >>> report.to_dot().startswith("digraph")
     True
 """

@@ -15,6 +15,7 @@ import pytest
 import dnnfusion_jax as dnnfusion
 from dnnfusion_jax.cli import main, zoo_targets
 from dnnfusion_jax.compare import ROW_KEYS, output_errors
+from dnnfusion_jax.options import make_options
 from dnnfusion_jax.xla_hlo import count_kernels, shape_bytes, xla_kernels
 
 X = jnp.linspace(-2.0, 2.0, 8 * 128, dtype=jnp.float32).reshape(8, 128)
@@ -123,7 +124,7 @@ def test_compare_xla_returns_every_figure_consistently():
 
     row = dnnfusion.compare_xla(layer, X, W, repeats=5, name="layer")
     assert list(row) == list(ROW_KEYS) and row["name"] == "layer"
-    assert row["repeats"] == 5 and row["backend"] == "xla"
+    assert row["repeats"] == 5 and row["backend"] == make_options().resolved_backend()
     assert row["xla_kernels"] == xla_kernels(layer, X, W).count
     assert row["xla_fusion_rate"] == row["jaxpr_ops"] / row["xla_kernels"]
     assert row["dnnfusion_fusion_rate"] == row["jaxpr_ops"] / row["blocks"]
