@@ -92,7 +92,14 @@ class CBackend:
         positions = [block.inputs.index(var) for var in loop_kernel.notes["input_vars"]]
         out_avals = [jax.ShapeDtypeStruct(v.shape, np.dtype(v.dtype)) for v in block.outputs]
 
+        expected = [(block.inputs[p], np.dtype(block.inputs[p].dtype)) for p in positions]
+
         def run(inputs: Sequence[Any]) -> list[Any]:
-            return call_kernel(kernel_id, [inputs[p] for p in positions], out_avals)
+            args = [inputs[p] for p in positions]
+            for (var, dtype), arg in zip(expected, args):  # shapes are baked into the C code
+                if tuple(np.shape(arg)) != var.shape or np.dtype(arg.dtype) != dtype:
+                    raise ValueError(f"C kernel {symbol} expects {var.type_str}, got "
+                                     f"{arg.dtype}{list(np.shape(arg))}")
+            return call_kernel(kernel_id, args, out_avals)
 
         return Kernel(block, self.name, source, run)

@@ -88,8 +88,8 @@ static inline float dnf_tanhf(float x) {
   float a = fabsf(x);
   float em = dnf_expm1f(-2.0f * (a > 10.0f ? 10.0f : a));
   float t = -em / (em + 2.0f);
-  t = a > 9.0f ? 1.0f : t;
-  float result = x < 0.0f ? -t : t;
+  t = a > 9.0f ? 1.0f : fabsf(t);
+  float result = copysignf(t, x);
   return x != x ? x : result;
 }
 

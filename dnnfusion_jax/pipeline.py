@@ -10,8 +10,8 @@ Example:
     >>> opt = optimize(lambda x: jnp.tanh(x) * 2.0, [jnp.ones(4)], {}, make_options())
     >>> opt.report().summary()["blocks"]
     1
-    >>> [float(v) for v in opt([jnp.zeros(2)])[0]]
-    [0.0, 0.0]
+    >>> [float(v) for v in opt([jnp.zeros(4)])[0]]
+    [0.0, 0.0, 0.0, 0.0]
 """
 from __future__ import annotations
 
