@@ -1,4 +1,4 @@
-"""Command line: ``python -m dnnfusion_jax explain TARGET`` and ``compare TARGET ...``.
+"""Command line: ``python -m dnnfusion_jax explain TARGET``, ``compare TARGET ...``, ``emit``.
 
 ``explain`` optimises a model, prints the report, runs it next to ``jax.jit`` and prints the
 largest difference (exit status 1 when they disagree beyond f32 tolerance). ``--dot`` writes
@@ -8,9 +8,14 @@ the fusion plan as Graphviz DOT and ``--svg`` renders it with Graphviz's ``dot``
 one table like the paper's Table 5; ``examples`` names the whole zoo. Exit status 1 when a
 model disagrees with ``jax.jit`` or fails, 2 on a usage error.
 
+``emit`` writes a model's C kernels, their data and a test harness for aarch64 or x86-64
+(``codegen.emit``); ``--run`` builds it (aarch64: cross-compiled, run under qemu) and exits 1
+when a kernel disagrees with the XLA reference, 2 when a tool is missing.
+
 Example:
     python -m dnnfusion_jax explain examples/bert.py:example_small --svg plan.svg
     python -m dnnfusion_jax compare examples --json zoo.json --markdown zoo.md --plot zoo.png
+    python -m dnnfusion_jax emit examples/bert.py:example_small --target aarch64 --out arm --run
 """
 from __future__ import annotations
 
@@ -59,7 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
     compare.add_argument("--plot", metavar="FILE.png", help="plot kernels and speedups "
                          "(needs matplotlib)")
+    emit = commands.add_parser("emit", help="write a model's C kernels with their data and a "
+                               "test harness for aarch64 or x86-64; --run builds and runs it")
+    emit.add_argument("target", help="path/to/file.py[:attr] or module:attr; attr "
+                      "(default: example) returns (fn, args)")
+    emit.add_argument("--target", dest="arch", default="aarch64", choices=["aarch64", "x86_64"],
+                      help="architecture to compile for (default: aarch64, run under qemu)")
+    emit.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    emit.add_argument("--run", action="store_true", help="compile, run the harness and exit "
+                      "1 on a mismatch")
     args = parser.parse_args(argv)
+    if args.command == "emit":
+        from codegen.emit import emit_command  # codegen imports this package: import late
+        return emit_command(args.target, args.out, args.arch, args.run)
     return _explain(args) if args.command == "explain" else _compare(args)
 
 

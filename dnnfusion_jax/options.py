@@ -9,7 +9,7 @@ Example:
     >>> make_options(colour="red")
     Traceback (most recent call last):
     ...
-    TypeError: dnnfusion.jit got an unknown option 'colour'; valid options: backend, debug, fallback, planner, rewrite
+    TypeError: dnnfusion.jit got an unknown option 'colour'; valid options: backend, debug, fallback, planner, profile, rewrite
 """
 from __future__ import annotations
 
@@ -39,8 +39,26 @@ def _c_backend() -> Backend:
 BACKENDS: dict[str, Callable[[], Backend]] = {"xla": _xla_backend, "c": _c_backend}
 """Backend name → factory. "auto" picks the best one for the default device."""
 
-PLANNERS: dict[str, Callable[[], Planner]] = {"greedy": GreedyPlanner, "none": UnfusedPlanner}
-"""Planner name → factory. "none" leaves every operation in its own block."""
+def _dnnfusion_planner(backend: Backend, options: "Options") -> Planner:
+    from .dnnfusion_planner import DnnFusionPlanner
+    profitability = None
+    if options.profile:
+        from .profitability import MeasuredProfitability, ProfilingDatabase, machine_key
+        from codegen.compile_cache import default_cache_dir
+        database = ProfilingDatabase(default_cache_dir() / f"profile-{machine_key()}.json")
+        profitability = lambda graph: MeasuredProfitability(graph, backend, database)  # noqa: E731
+    return DnnFusionPlanner(fusible=getattr(backend, "fusible", None),
+                            profitability=profitability)
+
+
+PLANNERS: dict[str, Callable[[Backend, "Options"], Planner]] = {
+    "dnnfusion": _dnnfusion_planner,
+    "greedy": lambda backend, options: GreedyPlanner(),
+    "none": lambda backend, options: UnfusedPlanner(),
+}
+"""Planner name → factory(backend, options). "dnnfusion" is the paper's planner (Table 3,
+refined, with YELLOW cells settled by a cost model, or by measurements with ``profile=True``);
+"greedy" fuses GREEN cells only; "none" leaves every operation in its own block."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,8 @@ class Options:
 
     backend:  "auto", or a name in BACKENDS.
     planner:  a name in PLANNERS.
+    profile:  settle the planner's YELLOW decisions by timing kernels on this machine (kept in
+              a profiling database next to the compile cache) instead of the cost model.
     rewrite:  simplify (and later, rewrite by algebra) before planning.
     fallback: if an optimiser stage fails internally, warn and run the function unfused
               through XLA instead of raising (tests turn it off to see such bugs).
@@ -56,8 +76,9 @@ class Options:
     """
 
     backend: str = "auto"
-    planner: str = "greedy"
+    planner: str = "dnnfusion"
     rewrite: bool = True
+    profile: bool = False
     fallback: bool = True
     debug: bool = False
 
@@ -84,7 +105,7 @@ def make_options(**options: Any) -> Options:
     result = Options(**options)
     _check_choice("backend", result.backend, ["auto", *BACKENDS])
     _check_choice("planner", result.planner, list(PLANNERS))
-    for flag in ("rewrite", "fallback", "debug"):
+    for flag in ("rewrite", "fallback", "debug", "profile"):
         if not isinstance(getattr(result, flag), bool):
             raise TypeError(f"dnnfusion.jit option {flag!r} must be True or False, "
                             f"got {getattr(result, flag)!r}")

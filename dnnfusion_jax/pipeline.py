@@ -109,15 +109,16 @@ def _optimize_graph(name: str, traced: TracedFunction, options: Options,
         timings["rewrite_s"] = time.perf_counter() - start
     _debug(options, "IR after rewriting", graph)
 
+    backend = options.resolved_backend()
+    code_generator = BACKENDS[backend]()
     start = time.perf_counter()
-    plan = PLANNERS[options.planner]().plan(graph)
+    plan = PLANNERS[options.planner](code_generator, options).plan(graph)
     timings["plan_s"] = time.perf_counter() - start
     _debug(options, f"fusion blocks ({options.planner} planner)",
            "\n".join(f"  {block!r}" for block in plan.blocks))
 
     start = time.perf_counter()
-    backend = options.resolved_backend()
-    executable = compile_plan(plan, BACKENDS[backend]())
+    executable = compile_plan(plan, code_generator)
     timings["compile_s"] = time.perf_counter() - start
     _debug(options, f"generated code ({backend})",
            "\n".join(kernel.source for kernel in executable.kernels))

@@ -105,14 +105,16 @@ class BlockBuilder:
         self._last_effect: int | None = None  # effects keep program order across blocks
 
     def producer_blocks(self, node: Node) -> list[int]:
-        """Blocks that compute the node's inputs, in input order, without repeats."""
-        found = [self.block_of[self._producer[v]] for v in node.inputs if v in self._producer]
+        """Blocks that compute the node's inputs, in input order, without repeats (producers
+        a planner has not placed yet are skipped)."""
+        found = [self.block_of[p] for p in (self._producer.get(v) for v in node.inputs)
+                 if p is not None and p in self.block_of]
         return list(dict.fromkeys(found))
 
     def values_from(self, block: int, node: Node) -> list[Var]:
         """The node's inputs that ``block`` computes."""
         return [v for v in node.inputs
-                if v in self._producer and self.block_of[self._producer[v]] == block]
+                if v in self._producer and self.block_of.get(self._producer[v]) == block]
 
     def new_block(self, node: Node, mapping_type: MappingType) -> int:
         self.members.append([])

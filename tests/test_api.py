@@ -136,7 +136,7 @@ def test_internal_errors_fall_back_to_xla_with_a_warning(monkeypatch):
 
         def plan(self, graph):
             raise RuntimeError("planner bug")
-    monkeypatch.setitem(options_module.PLANNERS, "broken", BrokenPlanner)
+    monkeypatch.setitem(options_module.PLANNERS, "broken", lambda backend, options: BrokenPlanner())
     with pytest.warns(RuntimeWarning, match="planner bug"):
         got = dnnfusion.jit(layer, planner="broken")(X, W)
     assert_tree_allclose(got, jax.jit(layer)(X, W))
