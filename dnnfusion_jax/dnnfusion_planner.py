@@ -56,7 +56,6 @@ class DnnFusionPlanner:
         builder = BlockBuilder(graph)
         producer = graph.producers()
         waiting: set[Node] = set()
-        inputs_of: list[set[Var]] = []
         decisions = {"green": 0, "yellow_fused": 0, "yellow_apart": 0}
         closed: set[int] = set()  # blocks of nodes that stay alone
 
@@ -69,15 +68,14 @@ class DnnFusionPlanner:
             node_type = node_mapping_type(node)
             alone = legality.must_stay_alone(node)
             target = None if alone else self._choose_block(
-                builder, legality, profit, node, node_type, inputs_of, decisions, closed)
-            block = self._place(builder, node, node_type, target, adapters, inputs_of)
+                builder, legality, profit, node, node_type, decisions, closed)
+            block = self._place(builder, node, node_type, target, adapters)
             waiting.difference_update(adapters)
             if alone:
                 closed.add(block)
         for adapter in graph.nodes:  # adapters nobody consumed (outputs of dead code)
             if adapter in waiting:
                 builder.new_block(adapter, node_mapping_type(adapter))
-                inputs_of.append(set(adapter.inputs))
         plan = builder.finish(self.name)
         plan.notes.update({k: str(v) for k, v in decisions.items()})
         plan.notes.update({f"alone: {n.op}": why for n, why in legality.alone_reasons.items()})
@@ -85,31 +83,24 @@ class DnnFusionPlanner:
 
     @staticmethod
     def _place(builder: BlockBuilder, node: Node, node_type: MappingType,
-               target: tuple[int, MappingType] | None, adapters: list[Node],
-               inputs_of: list[set[Var]]) -> int:
+               target: tuple[int, MappingType] | None, adapters: list[Node]) -> int:
         """Adds the node's waiting adapters, then the node, to the target or a new block."""
-        queue = [*dict.fromkeys(adapters), node]
-        if target is None and node_type is MappingType.OPAQUE or not queue[:-1]:
-            for adapter in queue[:-1]:  # an Opaque node is always alone
+        adapters = list(dict.fromkeys(adapters))
+        if node_type is MappingType.OPAQUE:  # an Opaque node is alone, without its adapters
+            for adapter in adapters:
                 builder.new_block(adapter, node_mapping_type(adapter))
-                inputs_of.append(set(adapter.inputs))
-            queue = [node]
+            adapters = []
+        queue = [*adapters, node]
         if target is None:
-            block = builder.new_block(queue[0], node_type)
-            inputs_of.append(set())
-            queue = queue[1:]
+            block, fused_type = builder.new_block(queue.pop(0), node_type), node_type
         else:
-            block = target[0]
+            block, fused_type = target
         for member in queue:
-            builder.join(block, target[1] if target else node_type, member)
-        members = builder.members[block]
-        produced = {o for n in members for o in n.outputs}
-        inputs_of[block] = {v for n in members for v in n.inputs if v not in produced}
+            builder.join(block, fused_type, member)
         return block
 
     def _choose_block(self, builder: BlockBuilder, legality: Legality, profit: Profitability,
-                      node: Node, node_type: MappingType, inputs_of: list[set[Var]],
-                      decisions: dict[str, int],
+                      node: Node, node_type: MappingType, decisions: dict[str, int],
                       closed: set[int]) -> tuple[int, MappingType] | None:
         for block in builder.producer_blocks(node):
             if block in closed:
@@ -121,7 +112,7 @@ class DnnFusionPlanner:
                                                    read_type)
             if verdict is Verdict.RED or not builder.can_join(block, node):
                 continue
-            if not legality.within_constraints(members, inputs_of[block], node):
+            if not legality.within_constraints(members, node):
                 continue
             if verdict is Verdict.YELLOW:
                 if not profit.fuse_yellow(members, [node]):

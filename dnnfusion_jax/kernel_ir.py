@@ -126,33 +126,6 @@ class Index:
         """The smallest value the expression can take (atoms are never negative)."""
         return self.const + sum(c * _atom_upper(a) for a, c in self.terms if c < 0)
 
-    def loop_vars(self) -> set[LoopVar]:
-        """Every loop variable the expression reads, inside divisions too."""
-        found: set[LoopVar] = set()
-        for atom, _ in self.terms:
-            found |= {atom} if isinstance(atom, LoopVar) else atom.index.loop_vars()
-        return found
-
-    def affine_coefficient(self, var: LoopVar) -> int | None:
-        """The coefficient of ``var`` if it appears only linearly, else None."""
-        for atom, _ in self.terms:
-            if not isinstance(atom, LoopVar) and var in atom.index.loop_vars():
-                return None
-        return dict(self.terms).get(var, 0)
-
-    def substitute(self, mapping: dict[LoopVar, Index]) -> Index:
-        """Replaces loop variables by index expressions (and re-simplifies)."""
-        result = Index.constant(self.const)
-        for atom, coef in self.terms:
-            if isinstance(atom, LoopVar):
-                part = mapping.get(atom, Index.var(atom))
-            elif isinstance(atom, Div):
-                part = atom.index.substitute(mapping) // atom.divisor
-            else:
-                part = atom.index.substitute(mapping).digit(atom.divisor, atom.modulus)
-            result = result + part * coef
-        return result
-
     def __str__(self) -> str:
         parts = [str(a) if c == 1 else f"{a}*{c}" for a, c in self.terms]
         if self.const or not parts:
@@ -250,11 +223,6 @@ ELEMENTWISE_OPS = {
     "atan2": 2, "and": 2, "or": 2, "xor": 2, "eq": 2, "ne": 2, "lt": 2, "le": 2, "gt": 2,
     "ge": 2, "select": 3,
 }
-
-REDUCERS = {"add": "sum", "max": "max", "min": "min", "mul": "product", "and": "all",
-            "or": "any"}
-"""Combiners a reduce stage may use, with their meaning."""
-
 
 @dataclass(frozen=True)
 class Buffer:

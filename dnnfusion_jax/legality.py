@@ -100,11 +100,10 @@ class Legality:
             for n in block_nodes))
         return join_verdict(block_type, read_type, reductions_only)
 
-    def within_constraints(self, block_nodes: list[Node], block_inputs: set,
-                           node: Node) -> bool:
+    def within_constraints(self, block_nodes: list[Node], node: Node) -> bool:
         """True if the block stays within ``constraints`` after adding ``node``."""
         if len(block_nodes) + 1 > self.constraints.max_nodes:
             return False
         produced = {out for n in block_nodes for out in n.outputs}
-        new_inputs = {v for v in node.inputs if v not in produced} - block_inputs
-        return len(block_inputs) + len(new_inputs) <= self.constraints.max_inputs
+        inputs = {v for n in (*block_nodes, node) for v in n.inputs if v not in produced}
+        return len(inputs) <= self.constraints.max_inputs

@@ -76,8 +76,7 @@ def unsupported_reason(node: Node) -> str | None:
     if node.effects:
         return f"{node.op} has side effects"
     for var in (*node.inputs, *node.outputs):
-        if getattr(np.dtype(var.dtype) if _is_numpy(var.dtype) else None, "name", None) \
-                not in DTYPES:
+        if _numpy_name(var.dtype) not in DTYPES:
             return f"dtype {var.dtype} is not supported by the kernel lowering"
     if node.op == "reshape" and node.params.get("dimensions") is not None:
         return "reshape with dimensions"
@@ -88,12 +87,12 @@ def unsupported_reason(node: Node) -> str | None:
     return None
 
 
-def _is_numpy(dtype: Any) -> bool:
+def _numpy_name(dtype: Any) -> str | None:
+    """numpy's name for ``dtype``; None for extended dtypes (PRNG keys) numpy cannot hold."""
     try:
-        np.dtype(dtype)
-        return True
+        return np.dtype(dtype).name
     except TypeError:
-        return False
+        return None
 
 
 def kernel_dtype(var: Var) -> str:
@@ -253,8 +252,7 @@ class _BlockLowering:
         rule = getattr(self, f"_lower_{node.op}", None)
         if rule is not None:
             return rule(node, index)
-        operands = [self.value_at(x, _broadcast_index(index, x)) for x in node.inputs]
-        return Expr(ELEMENTWISE_LOWERING[node.op], tuple(operands), dtype)
+        return Expr(ELEMENTWISE_LOWERING[node.op], tuple(self._operands(node, index)), dtype)
 
     def _buffer_index(self, var: Var, buffer: Buffer, index: list[Index]) -> Index:
         if var not in self.producer:  # a block input: every element is ready

@@ -57,12 +57,8 @@ class CostModel:
         self._returned = set(graph.outputs)
 
     def latency(self, nodes: Sequence[Node]) -> float:
-        inside = set(nodes)
-        produced = {out for n in nodes for out in n.outputs}
-        read = {v for n in nodes for v in n.inputs if v not in produced}
-        written = {v for v in produced if v in self._returned
-                   or any(c not in inside for c in self._consumers.get(v, ()))}
-        traffic = sum(v.nbytes for v in read | written)
+        read, written = boundary(nodes, self._consumers, self._returned)
+        traffic = sum(v.nbytes for v in {*read, *written})
         stages = 1 + sum(n.op.startswith("reduce_") for n in nodes)
         work = 0.0
         for n in nodes:
@@ -74,6 +70,18 @@ class CostModel:
     def fuse_yellow(self, block: Sequence[Node], candidate: Sequence[Node]) -> bool:
         return (self.latency([*block, *candidate])
                 <= self.latency(block) + self.latency(candidate))
+
+
+def boundary(nodes: Sequence[Node], consumers: dict[Var, list[Node]],
+              returned: set[Var]) -> tuple[list[Var], list[Var]]:
+    """(values the nodes read from outside, values they produce that are needed outside), each
+    in first-use order: what a kernel of exactly these nodes must load and store."""
+    inside = set(nodes)
+    produced = {out for n in nodes for out in n.outputs}
+    read = dict.fromkeys(v for n in nodes for v in n.inputs if v not in produced)
+    written = [v for n in nodes for v in n.outputs if v in returned
+               or any(c not in inside for c in consumers.get(v, ()))]
+    return list(read), written
 
 
 def block_signature(nodes: Sequence[Node], inputs: Sequence[Var]) -> str:
@@ -130,6 +138,7 @@ class MeasuredProfitability:
         self.measured = 0
         self.estimate = CostModel(graph)
         self._consumers = graph.consumers()
+        self._returned = set(graph.outputs)
 
     def fuse_yellow(self, block: Sequence[Node], candidate: Sequence[Node]) -> bool:
         fused = self._latency([*block, *candidate])
@@ -154,14 +163,9 @@ class MeasuredProfitability:
         return seconds
 
     def _block(self, nodes: Sequence[Node]) -> Block:
-        inside = set(nodes)
-        produced = {out for n in nodes for out in n.outputs}
-        inputs = dict.fromkeys(v for n in nodes for v in n.inputs if v not in produced)
-        outputs = [v for n in nodes for v in n.outputs if v in set(self.graph.outputs)
-                   or any(c not in inside for c in self._consumers.get(v, ()))]
-        if not outputs:
-            outputs = [nodes[-1].outputs[0]]
-        return Block(0, list(nodes), node_mapping_type(nodes[0]), tuple(inputs), tuple(outputs))
+        inputs, outputs = boundary(nodes, self._consumers, self._returned)
+        return Block(0, list(nodes), node_mapping_type(nodes[0]), tuple(inputs),
+                     tuple(outputs or nodes[-1].outputs[:1]))
 
 
 def time_block(block: Block, constants: dict, backend: Any, repeats: int = 7) -> float:
