@@ -131,7 +131,8 @@ def jit(fun: Callable | None = None, *, backend: str = "auto",
     """Compile ``fun`` with DNNFusion-style fusion; same calling convention as ``jax.jit``.
 
     Use bare (``@dnnfusion.jit``) or with options (``@dnnfusion.jit(backend="xla")``).
-    Other options: ``planner`` ("greedy" or "none"), ``rewrite`` (default True),
+    Other options: ``planner`` ("dnnfusion", the default, "greedy" or "none"), ``profile``
+    (default False: time kernels to settle YELLOW fusions), ``rewrite`` (default True),
     ``fallback`` (default True: an internal optimiser error warns and runs unfused).
 
     Example:

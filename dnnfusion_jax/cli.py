@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from .api import jit
-from .options import BACKENDS, PLANNERS
+from .options import BACKENDS, PLANNERS, Options
 from .targets import load_target
 
 RTOL = ATOL = 1e-5
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain.add_argument("target", help="path/to/file.py[:attr] or module:attr; attr "
                          "(default: example) returns (fn, args)")
     explain.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
-    explain.add_argument("--planner", default="greedy", choices=list(PLANNERS))
+    explain.add_argument("--planner", default=Options.planner, choices=list(PLANNERS))
     explain.add_argument("--no-rewrite", action="store_true", help="skip graph rewriting")
     explain.add_argument("--dot", metavar="FILE", help="write the plan as Graphviz DOT")
     explain.add_argument("--svg", metavar="FILE", help="render the plan with Graphviz dot")
