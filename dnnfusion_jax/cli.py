@@ -8,8 +8,13 @@ the fusion plan as Graphviz DOT and ``--svg`` renders it with Graphviz's ``dot``
 one table like the paper's Table 5; ``examples`` names the whole zoo. Exit status 1 when a
 model disagrees with ``jax.jit`` or fails, 2 on a usage error.
 
+``rules list [FILE ...]`` prints every rule (name, family, law); ``rules check [FILE ...]``
+checks each rule's soundness on random and edge values (``dnnfusion_jax.rules_check``) and
+prints a counterexample for a wrong one (exit status 1). Without FILE: the library's rules.
+
 Example:
     python -m dnnfusion_jax explain examples/bert.py:example_small --svg plan.svg
+    python -m dnnfusion_jax rules check my_rules.py
     python -m dnnfusion_jax compare examples --json zoo.json --markdown zoo.md --plot zoo.png
 """
 from __future__ import annotations
@@ -59,8 +64,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
     compare.add_argument("--plot", metavar="FILE.png", help="plot kernels and speedups "
                          "(needs matplotlib)")
+    rules = commands.add_parser("rules", help="list or check rewrite rules")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True)
+    for name, text in (("list", "print every rule with its family and law"),
+                       ("check", "check every rule on random and edge values; print a "
+                        "counterexample for a wrong one")):
+        sub = rules_commands.add_parser(name, help=text)
+        sub.add_argument("files", nargs="*", metavar="FILE", help="rule files (Python files "
+                         "defining RULES or Rule objects); default: the library's rules")
+        if name == "check":
+            sub.add_argument("--trials", type=int, default=45, help="samples per rule")
+            sub.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "rules":
+        return _rules(args)
     return _explain(args) if args.command == "explain" else _compare(args)
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from .rewrite import resolve_rules
+    try:
+        rules = resolve_rules(list(args.files) if args.files else None)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.rules_command == "list":
+        width = max(len(r.name) for r in rules) if rules else 4
+        for r in rules:
+            flags = "".join((" [AC]" if r.ac else "", " [finite: " + ", ".join(str(v) for v in
+                             r.finite) + "]" if r.finite else "", " [in range]" if r.in_range
+                             else ""))
+            print(f"{r.name:<{width}}  {r.family:<13} {r.law}{flags}")
+        print(f"{len(rules)} rules")
+        return 0
+    from .rules_check import check_rule
+    failed = 0
+    for r in rules:
+        result = check_rule(r, trials=args.trials, seed=args.seed)
+        print(("ok    " if result.ok else "FAIL  ") + result.message, flush=True)
+        failed += not result.ok
+    print(f"{len(rules) - failed} of {len(rules)} rules passed")
+    return 1 if failed else 0
 
 
 def _explain(args: argparse.Namespace) -> int:

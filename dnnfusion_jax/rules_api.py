@@ -461,6 +461,9 @@ class Rule:
     sample; by default every variable gets the same random shape. ``values`` (var → "nonneg",
     "moderate" or "positive") restricts sampled values where a guard needs it. ``ac`` marks
     associativity/commutativity rules, which run only in the first iterations (bounded AC).
+    ``in_range`` says the rule regroups work so that it is exact only while every intermediate
+    of both sides stays inside the float32 range (reassociating ``(a*b)*x`` can overflow
+    where the original did not); ``rules check`` then excuses samples that leave the range.
     """
 
     name: str
@@ -474,6 +477,7 @@ class Rule:
     params: dict[str, Any] | None = None
     values: dict[str, str] = field(default_factory=dict)
     ac: bool = False
+    in_range: bool = False
 
     def __post_init__(self) -> None:
         missing = set(self.rhs.vars()) - set(self.lhs.vars())
@@ -489,7 +493,8 @@ class Rule:
     def reverse(self, name: str, law: str | None = None) -> Rule:
         """The same law read right to left, under the same guard."""
         return Rule(name, self.family, law or _reverse_law(self.law), self.rhs, self.lhs,
-                    self.guard, self.finite, self.shapes, self.params, self.values, self.ac)
+                    self.guard, self.finite, self.shapes, self.params, self.values, self.ac,
+                    self.in_range)
 
     def __repr__(self) -> str:
         return f"Rule({self.name}: {self.law})"

@@ -15,9 +15,10 @@ RULES = [
     Rule("mul-comm", F, "a*b -> b*a", a * b, b * a, ac=True),
     Rule("neg-mul-neg", F, "(-a)*(-b) -> a*b", neg(a) * neg(b), a * b),
     Rule("reduce-prod-exp", F, "reduce_prod(exp(a)) -> exp(reduce_sum(a))",
-         reduce_prod(exp(a), ax), exp(reduce_sum(a, ax)), params=AXES),
+         reduce_prod(exp(a), ax), exp(reduce_sum(a, ax)), params=AXES, in_range=True),
     Rule("reduce-sum-scale", F, "reduce_sum(a*s) -> reduce_sum(a)*s for scalar s",
-         reduce_sum(a * s, ax), reduce_sum(a, ax) * s, (Scalar(s),), finite=(s,), params=AXES),
+         reduce_sum(a * s, ax), reduce_sum(a, ax) * s, (Scalar(s),), finite=(s,), params=AXES,
+         in_range=True),
     Rule("reduce-sum-neg", F, "reduce_sum(-a) -> -reduce_sum(a)", reduce_sum(neg(a), ax),
          neg(reduce_sum(a, ax)), params=AXES),
 ]

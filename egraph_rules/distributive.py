@@ -10,17 +10,17 @@ a, b, c, x = V("a"), V("b"), V("c"), V("x")
 F = "distributive"
 
 RULES = [
-    Rule("factor-right", F, "a*c + b*c -> (a+b)*c", a * c + b * c, (a + b) * c, finite=(c,)),
-    Rule("factor-left", F, "c*a + c*b -> c*(a+b)", c * a + c * b, c * (a + b), finite=(c,)),
-    Rule("factor-right-sub", F, "a*c - b*c -> (a-b)*c", a * c - b * c, (a - b) * c, finite=(c,)),
-    Rule("factor-left-sub", F, "c*a - c*b -> c*(a-b)", c * a - c * b, c * (a - b), finite=(c,)),
-    Rule("add-mul-one", F, "a + a*b -> a*(b+1)", a + a * b, a * (b + 1.0), finite=(a,)),
+    Rule("factor-right", F, "a*c + b*c -> (a+b)*c", a * c + b * c, (a + b) * c, finite=(c,), in_range=True),
+    Rule("factor-left", F, "c*a + c*b -> c*(a+b)", c * a + c * b, c * (a + b), finite=(c,), in_range=True),
+    Rule("factor-right-sub", F, "a*c - b*c -> (a-b)*c", a * c - b * c, (a - b) * c, finite=(c,), in_range=True),
+    Rule("factor-left-sub", F, "c*a - c*b -> c*(a-b)", c * a - c * b, c * (a - b), finite=(c,), in_range=True),
+    Rule("add-mul-one", F, "a + a*b -> a*(b+1)", a + a * b, a * (b + 1.0), finite=(a,), in_range=True),
     Rule("square-sub", F, "square(x) - x*c -> x*(x-c)", square(x) - x * c, x * (x - c),
-         finite=(x,)),
+         finite=(x,), in_range=True),
     Rule("mul-sub-expand", F, "(a-b)*c -> a*c - b*c for a broadcast c", (a - b) * c,
          a * c - b * c, (Broadcasts(c),), finite=(c,), shapes={"a": ("m", "n"), "b": ("m", "n"),
-                                                             "c": (1, "n")}),
+                                                             "c": (1, "n")}, in_range=True),
     Rule("mul-add-expand", F, "(a+b)*c -> a*c + b*c for a broadcast c", (a + b) * c,
          a * c + b * c, (Broadcasts(c),), finite=(c,), shapes={"a": ("m", "n"), "b": ("m", "n"),
-                                                             "c": (1, "n")}),
+                                                             "c": (1, "n")}, in_range=True),
 ]
