@@ -6,9 +6,12 @@ float scalars; ``+ - * / @`` and unary ``-`` build elementwise ops and matmuls; 
 layout ops and dots are literals or ``P("p")`` parameter variables.
 
 A guard is a tuple of conditions, each compiled to egglog facts and checked on samples:
-``Scalar(v)``, ``SameShape(a, b)``, ``KeepsShape(v)`` (v has the shape of the whole left
-side), ``Rank(v, k)``, ``Nonneg(v)``, ``Moderate(v)``, ``InversePerm(p, q)``,
-``ComposePerm(p, q, r)``, ``ScaleRows(s, q)``, ``ScaleCols(s, k)``, ``ConvChannel(key, s, k)``.
+``Scalar(v)``, ``SameShape(a, b)``, ``SameRank(a, b)``, ``KeepsShape(v)`` (v has the shape
+of the whole left side), ``Broadcasts(v)`` (it has not), ``ShapeIs(v, p)``, ``Rank(v, k)``,
+``Nonneg(v)``, ``Moderate(v)``, ``NonzeroConst(c)``, ``InversePerm(p, q)``,
+``ComposePerm(p, q, r)``, ``ComplementAxes(dims, axes)``, ``ScaleRows(s, q)``,
+``ScaleCols(s, k)``, ``ConvChannel(key, s, k)``. ``C("c")`` is a scalar constant whose value
+is a variable and ``fold(op, c, d)`` (right side only) computes a constant.
 ``finite=(v, ...)`` names operands that must not hold ±inf (DNNFusion's distributive laws
 turn ``inf*0 + inf*1 = NaN`` into ``inf*1 = inf``); those rules fire only where the analysis
 proves it or under ``finite_math=True``.

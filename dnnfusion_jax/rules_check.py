@@ -183,8 +183,8 @@ def check_rule(rule: Rule, trials: int = 45, seed: int = 0) -> CheckResult:
         if not ok.all():
             i = tuple(int(k) for k in np.argwhere(~ok)[0]) if ok.ndim else ()
             return CheckResult(rule, False, accepted, _report(
-                rule, env, params, f"at index {i}: left side {lhs32[i]!r} (exact {lhs64[i]!r}),"
-                f" right side {rhs32[i]!r}"))
+                rule, env, params, f"at index {i}: left side {float(lhs32[i])!r} (exact "
+                f"{float(lhs64[i])!r}), right side {float(rhs32[i])!r}"))
     if accepted < max(1, trials // 4):
         return CheckResult(rule, False, accepted, f"{rule.name}: only {accepted} of {trials} "
                            "samples satisfy the guard; give the rule shapes/params/values that do")
