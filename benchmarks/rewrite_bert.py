@@ -88,7 +88,26 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"ac={ac}: {row['egraph_nodes']} / {row['egraph_iterations']} / "
                              f"{row['saturation_stop']} / {row['saturate_s'] * 1e3:.0f}")
             print(f"  {n:>6} layers: " + "; ".join(cells))
+        long_sum()
     return 0
+
+
+def long_sum(terms: int = 12) -> None:
+    """A 12-term sum of products x_i*w: where unbounded AC blows up."""
+    import jax.numpy as jnp
+    xs = [jnp.full((64, 64), float(i)) for i in range(terms + 1)]
+
+    def f(w, *xs):
+        return sum(x * w for x in xs)
+
+    print(f"\n  bounded AC on a {terms}-term sum of x_i*w (64x64): "
+          "e-nodes / iterations / stop / saturate ms / FLOPs after")
+    for ac in (0, 2, 8):
+        budget = SaturationBudget(ac_iterations=ac)
+        s = dnnfusion.explain(dnnfusion.jit(f, saturation=budget), *xs).summary()
+        print(f"    ac={ac}: {s['egraph_nodes']} / {s['egraph_iterations']} / "
+              f"{s['saturation_stop']} / {s['saturate_s'] * 1e3:.0f} / {s['flops_after']} "
+              f"(before {s['flops_before']})")
 
 
 _BERT = []

@@ -30,13 +30,18 @@ class SaturationBudget:
     iterations:    rule passes at most;
     enodes:        stop once the e-graph holds more e-nodes than this;
     seconds:       stop once saturation has run this long (checked after each pass);
-    ac_iterations: passes in which associativity/commutativity rules run.
+    ac_iterations: passes in which associativity/commutativity rules run;
+    ac_match_limit, match_limit: at most this many matches of one AC rule (of any other
+                   rule) per pass: egglog's back-off scheduler bans a rule that exceeds it for
+                   a few passes, so that one pass cannot explode.
     """
 
     iterations: int = 8
     enodes: int = 60_000
     seconds: float = 4.0
     ac_iterations: int = 2
+    ac_match_limit: int = 500
+    match_limit: int = 1_000
 
 
 @dataclass
@@ -74,10 +79,12 @@ def enode_count(egraph: Any) -> int:
 def saturate(egraph: Any, rules: tuple[Rule, ...], budget: SaturationBudget,
              finite_math: bool = False) -> SaturationResult:
     """Runs the rules on ``egraph`` within ``budget``; returns why it stopped and the counts."""
+    from egglog import back_off, run
     main, ac = rulesets(rules)
+    ac_run = run(ac, scheduler=back_off(match_limit=budget.ac_match_limit))
+    main_run = run(main, scheduler=back_off(match_limit=budget.match_limit))
     analysis = ANALYSIS.saturate()
     if finite_math:
-        from egglog import run
         analysis = (run(ANALYSIS) + run(FINITE_MATH)).saturate()
     start = time.perf_counter()
     matches: Counter = Counter()
@@ -86,7 +93,7 @@ def saturate(egraph: Any, rules: tuple[Rule, ...], budget: SaturationBudget,
     for i in range(budget.iterations):
         egraph.run(analysis)
         changed = False
-        for rs in ((main, ac) if i < budget.ac_iterations else (main,)):
+        for rs in ((main_run, ac_run) if i < budget.ac_iterations else (main_run,)):
             report = egraph.run(rs)
             changed |= report.updated
             for decl, count in report.num_matches_per_rule.items():

@@ -29,6 +29,7 @@ from .egraph_saturate import SaturationBudget, saturate
 from .egraph_translate import to_egraph
 from .ir import Graph
 from .rules_api import Rule, load_rules_file
+from .simplify import eliminate_dead_code
 
 
 @dataclass
@@ -108,7 +109,7 @@ def rewrite_graph(graph: Graph, rules: Sequence[Rule] | None = None,
     stats.egraph_classes = len(decoded.nodes)
     roots = translation.roots(decoded)
     choice = extract(decoded, roots, _opaque_cost(translation))
-    rewritten = translation.to_graph(decoded, choice, roots)
+    rewritten = eliminate_dead_code(translation.to_graph(decoded, choice, roots))
     stats.timings["extract_s"] = time.perf_counter() - start
     if total_flops(rewritten.nodes) > total_flops(graph.nodes):
         stats.kept_original = True

@@ -35,7 +35,7 @@ def test_rules_fired_are_counted():
     s = dnnfusion.explain(lambda x: jnp.exp(x) * jnp.exp(x), X).summary()
     # CSE first; then the e-graph matches exp(a)*exp(a) -> exp(a+a), which costs the same,
     # so extraction keeps two operators either way
-    assert s["rules_fired"]["cse"] == 1 and s["rules_fired"]["exp-mul"] == 1
+    assert s["rules_fired"]["cse"] == 1 and s["rules_fired"]["exp-mul"] >= 1
     assert s["ops_after_rewrite"] == 2 and s["saturation_stop"] == "saturated"
 
 
