@@ -1,4 +1,4 @@
-"""Command line: ``python -m dnnfusion_jax explain TARGET``, ``compare TARGET ...``, ``emit``.
+"""Command line: ``python -m dnnfusion_jax explain TARGET``, ``compare TARGET ...``, ``emit``, ``rules``.
 
 ``explain`` optimises a model, prints the report, runs it next to ``jax.jit`` and prints the
 largest difference (exit status 1 when they disagree beyond f32 tolerance). ``--dot`` writes
@@ -12,8 +12,13 @@ model disagrees with ``jax.jit`` or fails, 2 on a usage error.
 (``codegen.emit``); ``--run`` builds it (aarch64: cross-compiled, run under qemu) and exits 1
 when a kernel disagrees with the XLA reference, 2 when a tool is missing.
 
+``rules list [FILE ...]`` prints every rule (name, family, law); ``rules check [FILE ...]``
+checks each rule's soundness on random and edge values (``dnnfusion_jax.rules_check``) and
+prints a counterexample for a wrong one (exit status 1). Without FILE: the library's rules.
+
 Example:
     python -m dnnfusion_jax explain examples/bert.py:example_small --svg plan.svg
+    python -m dnnfusion_jax rules check my_rules.py
     python -m dnnfusion_jax compare examples --json zoo.json --markdown zoo.md --plot zoo.png
     python -m dnnfusion_jax emit examples/bert.py:example_small --target aarch64 --out arm --run
 """
@@ -73,11 +78,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     emit.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     emit.add_argument("--run", action="store_true", help="compile, run the harness and exit "
                       "1 on a mismatch")
+    rules = commands.add_parser("rules", help="list or check rewrite rules")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True)
+    for name, text in (("list", "print every rule with its family and law"),
+                       ("check", "check every rule on random and edge values; print a "
+                        "counterexample for a wrong one")):
+        sub = rules_commands.add_parser(name, help=text)
+        sub.add_argument("files", nargs="*", metavar="FILE", help="rule files (Python files "
+                         "defining RULES or Rule objects); default: the library's rules")
+        if name == "check":
+            sub.add_argument("--trials", type=int, default=45, help="samples per rule")
+            sub.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "emit":
         from codegen.emit import emit_command  # codegen imports this package: import late
         return emit_command(args.target, args.out, args.arch, args.run)
+    if args.command == "rules":
+        return _rules(args)
     return _explain(args) if args.command == "explain" else _compare(args)
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from .rewrite import resolve_rules
+    try:
+        rules = resolve_rules(list(args.files) if args.files else None)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.rules_command == "list":
+        width = max(len(r.name) for r in rules) if rules else 4
+        for r in rules:
+            flags = "".join((" [AC]" if r.ac else "", " [finite: " + ", ".join(str(v) for v in
+                             r.finite) + "]" if r.finite else "", " [in range]" if r.in_range
+                             else ""))
+            print(f"{r.name:<{width}}  {r.family:<13} {r.law}{flags}")
+        print(f"{len(rules)} rules")
+        return 0
+    from .rules_check import check_rule
+    failed = 0
+    for r in rules:
+        result = check_rule(r, trials=args.trials, seed=args.seed)
+        print(("ok    " if result.ok else "FAIL  ") + result.message, flush=True)
+        failed += not result.ok
+    print(f"{len(rules) - failed} of {len(rules)} rules passed")
+    return 1 if failed else 0
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ Example:
     >>> make_options(colour="red")
     Traceback (most recent call last):
     ...
-    TypeError: dnnfusion.jit got an unknown option 'colour'; valid options: backend, debug, fallback, planner, profile, rewrite
+    TypeError: dnnfusion.jit got an unknown option 'colour'; valid options: backend, debug, fallback, finite_math, planner, profile, rewrite, rules, saturation
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 
+from .egraph_saturate import SaturationBudget
 from .executable import Backend
 from .greedy_planner import GreedyPlanner
 from .plan import Planner
@@ -69,16 +70,27 @@ class Options:
     planner:  a name in PLANNERS.
     profile:  settle the planner's YELLOW decisions by timing kernels on this machine (kept in
               a profiling database next to the compile cache) instead of the cost model.
-    rewrite:  simplify (and later, rewrite by algebra) before planning.
+    rewrite:  simplify, then rewrite by algebra in an e-graph, before planning.
+    rules:    the e-graph's rules: None (the library's defaults), a Rule, a path to a rule
+              file, "default", or a tuple of those (``("default", my_rule)`` adds to the
+              defaults; lists are accepted and stored as tuples).
+    saturation: a ``SaturationBudget`` (iterations, e-nodes, seconds, AC iterations).
+    finite_math: assume no tensor holds ±inf, so that factoring rules (``x@a + x@b →
+              x@(a+b)``, batch-norm folding) may fire on operands not proved finite; with
+              ±inf inputs such a rewrite may give ±inf where the original gave NaN. False
+              keeps IEEE inf/NaN results exact (only provably finite operands are factored).
     fallback: if an optimiser stage fails internally, warn and run the function unfused
               through XLA instead of raising (tests turn it off to see such bugs).
-    debug:    print every stage: jaxpr, IR, blocks, generated code.
+    debug:    print every stage: jaxpr, IR, e-graph, blocks, generated code.
     """
 
     backend: str = "auto"
     planner: str = "dnnfusion"
     rewrite: bool = True
     profile: bool = False
+    rules: Any = None
+    saturation: SaturationBudget = SaturationBudget()
+    finite_math: bool = False
     fallback: bool = True
     debug: bool = False
 
@@ -102,10 +114,16 @@ def make_options(**options: Any) -> Options:
         if name not in OPTION_NAMES:
             raise TypeError(f"dnnfusion.jit got an unknown option {name!r}; "
                             f"valid options: {', '.join(OPTION_NAMES)}")
+    if isinstance(options.get("rules"), list):
+        options["rules"] = tuple(options["rules"])
     result = Options(**options)
     _check_choice("backend", result.backend, ["auto", *BACKENDS])
     _check_choice("planner", result.planner, list(PLANNERS))
-    for flag in ("rewrite", "fallback", "debug", "profile"):
+    if not isinstance(result.saturation, SaturationBudget):
+        raise TypeError("dnnfusion.jit option 'saturation' must be a SaturationBudget, got "
+                        f"{result.saturation!r}")
+    _check_rules(result.rules)
+    for flag in ("rewrite", "fallback", "debug", "profile", "finite_math"):
         if not isinstance(getattr(result, flag), bool):
             raise TypeError(f"dnnfusion.jit option {flag!r} must be True or False, "
                             f"got {getattr(result, flag)!r}")
@@ -116,3 +134,12 @@ def _check_choice(option: str, value: Any, valid: list[str]) -> None:
     if value not in valid:
         raise ValueError(f"dnnfusion.jit got an unknown {option} {value!r}; "
                          f"valid {option}s: {', '.join(map(repr, valid))}")
+
+
+def _check_rules(rules: Any) -> None:
+    from .rules_api import Rule
+    items = rules if isinstance(rules, tuple) else (rules,)
+    for item in items:
+        if item is not None and not isinstance(item, (Rule, str)) and not hasattr(item, "__fspath__"):
+            raise TypeError("dnnfusion.jit option 'rules' takes Rule objects, rule file paths "
+                            f"or 'default', got {item!r}")

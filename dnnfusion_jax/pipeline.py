@@ -28,6 +28,7 @@ from .executable import Executable, compile_plan
 from .ir import Graph
 from .options import BACKENDS, PLANNERS, Options
 from .plan import FusionPlan
+from .rewrite import RewriteStats, resolve_rules, rewrite_graph
 from .simplify import simplify
 from .trace import TracedFunction, trace_function
 from .unfused_planner import UnfusedPlanner
@@ -47,6 +48,7 @@ class OptimizedFunction:
     backend: str
     timings: dict[str, float] = field(default_factory=dict)
     internal_error: str | None = None
+    rewrite_stats: RewriteStats = field(default_factory=RewriteStats)
 
     @property
     def cacheable(self) -> bool:
@@ -103,10 +105,16 @@ def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
 def _optimize_graph(name: str, traced: TracedFunction, options: Options,
                     timings: dict[str, float]) -> OptimizedFunction:
     graph, fired = traced.graph, Counter()
+    stats = RewriteStats()
     if options.rewrite:
         start = time.perf_counter()
         graph, fired = simplify(graph)
+        graph, stats = _rewrite(name, graph, options)
+        fired.update(stats.fired)
         timings["rewrite_s"] = time.perf_counter() - start
+        timings.update(stats.timings)
+        _debug(options, "e-graph", f"{stats.egraph_nodes} e-nodes in {stats.egraph_classes} "
+               f"classes after {stats.iterations} iterations (stopped: {stats.stop})")
     _debug(options, "IR after rewriting", graph)
 
     backend = options.resolved_backend()
@@ -123,7 +131,21 @@ def _optimize_graph(name: str, traced: TracedFunction, options: Options,
     _debug(options, f"generated code ({backend})",
            "\n".join(kernel.source for kernel in executable.kernels))
     return OptimizedFunction(name, options, traced, graph, dict(fired), plan, executable,
-                             backend, timings)
+                             backend, timings, rewrite_stats=stats)
+
+
+def _rewrite(name: str, graph: Graph, options: Options) -> tuple[Graph, RewriteStats]:
+    """The e-graph stage; an internal failure keeps the simplified graph (or raises)."""
+    try:
+        return rewrite_graph(graph, resolve_rules(options.rules), options.saturation,
+                             options.finite_math)
+    except Exception as error:
+        if not options.fallback:
+            raise
+        warnings.warn(f"dnnfusion: e-graph rewriting of {name} failed "
+                      f"({type(error).__name__}: {error}); continuing without it.",
+                      RuntimeWarning, stacklevel=4)
+        return graph, RewriteStats(stop=f"error: {type(error).__name__}")
 
 
 def _debug(options: Options, stage: str, content: Any) -> None:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .pipeline import OptimizedFunction
 
 SUMMARY_KEYS = ("jaxpr_ops", "ops_after_rewrite", "flops_before", "flops_after", "rules_fired",
-                "blocks", "block_types", "opaque_primitives", "intermediate_bytes", "backend")
+                "blocks", "block_types", "opaque_primitives", "intermediate_bytes", "backend",
+                "egraph_nodes", "saturation_stop")
 
 # One fill colour per mapping type (ColorBrewer Pastel1), so a picture reads like Table 3.
 _COLOURS = {
@@ -62,6 +63,10 @@ class Report:
             "opaque_primitives": opaque,
             "intermediate_bytes": self.plan.intermediate_bytes(),
             "backend": opt.backend,
+            "egraph_nodes": opt.rewrite_stats.egraph_nodes,
+            "saturation_stop": opt.rewrite_stats.stop,
+            "egraph_iterations": opt.rewrite_stats.iterations,
+            "rewrite_kept_original": opt.rewrite_stats.kept_original,
             "planner": self.plan.planner,
             "fallback_blocks": [{"block": block.id, "reason": reason}
                                 for block, reason in opt.executable.fallbacks()],
@@ -79,6 +84,10 @@ class Report:
             f"{s['blocks']} blocks (fusion rate {rate:.2f}x)",
             f"  FLOPs: {_si(s['flops_before'])} before, {_si(s['flops_after'])} after; "
             f"intermediate bytes {_si(s['intermediate_bytes'], 'B')}",
+            f"  e-graph: {s['egraph_nodes']} e-nodes, {s['egraph_iterations']} iterations, "
+            f"stopped: {s['saturation_stop']}"
+            + ("; kept the original graph (no FLOPs or operators saved)"
+               if s["rewrite_kept_original"] else ""),
             "  rules fired: " + (", ".join(f"{k} x{v}" for k, v in s["rules_fired"].items())
                                  or "none"),
             "  not fused (opaque): " + (", ".join(s["opaque_primitives"]) or "none"),

@@ -30,9 +30,12 @@ built from it deterministically (written out as Python source and exec'd), so hy
 shrinks failing programs to small ones and prints a standalone repro script for them.
 
 Every example runs through ``dnnfusion.jit(f, fallback=False)`` with planner "greedy" and
-"none", each with rewrite on and off, and is compared with ``jax.jit(f)``; the explain report
-must satisfy blocks <= ops_after_rewrite, and greedy must never use more blocks than "none".
-A second test injects inf, -inf, NaN and 0 into the inputs.
+"none", each with rewrite (simplify and the e-graph rule library) on and off, and is compared
+with ``jax.jit(f)``; the explain report must satisfy blocks <= ops_after_rewrite, and greedy
+must never use more blocks than "none". A second test injects inf, -inf, NaN and 0 into the
+inputs; it runs with ``finite_math=False`` (the default), the setting that promises IEEE
+inf/NaN results; the finite-input test turns ``finite_math=True`` on, so the factoring rules
+that assume operands free of ±inf are exercised too.
 """
 from __future__ import annotations
 
@@ -417,7 +420,7 @@ special_values = st.lists(
 CONFIGS = [(planner, rewrite) for planner in ("greedy", "none") for rewrite in (True, False)]
 
 
-def repro_script(program: Program, seed: int, specials=()) -> str:
+def repro_script(program: Program, seed: int, specials=(), finite_math: bool = True) -> str:
     """A standalone script that reruns one example (printed for a failing one)."""
     return "\n".join([
         "import jax, jax.numpy as jnp, numpy as np", "from jax import lax",
@@ -433,7 +436,7 @@ def repro_script(program: Program, seed: int, specials=()) -> str:
         "for planner in ('greedy', 'none'):",
         "    for rewrite in (True, False):",
         "        f = dnnfusion.jit(random_program, fallback=False, planner=planner,",
-        "                          rewrite=rewrite)",
+        f"                          rewrite=rewrite, finite_math={finite_math})",
         "        for got, want in zip(f(*args), expected):",
         "            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True,",
         "                                       err_msg=f'{planner=} {rewrite=}')",
@@ -442,14 +445,15 @@ def repro_script(program: Program, seed: int, specials=()) -> str:
     ])
 
 
-def check_program(program: Program, seed: int, specials=()) -> None:
-    note("Standalone repro:\n" + repro_script(program, seed, specials))
+def check_program(program: Program, seed: int, specials=(), finite_math: bool = True) -> None:
+    note("Standalone repro:\n" + repro_script(program, seed, specials, finite_math))
     args = make_args(program, seed, specials)
     f = build_function(program)
     expected = jax.jit(f)(*args)
     blocks = {}
     for planner, rewrite in CONFIGS:
-        fused = dnnfusion.jit(f, fallback=False, planner=planner, rewrite=rewrite)
+        fused = dnnfusion.jit(f, fallback=False, planner=planner, rewrite=rewrite,
+                              finite_math=finite_math)
         got = fused(*args)
         assert len(got) == len(expected)
         for k, (g, e) in enumerate(zip(got, expected)):
@@ -481,7 +485,7 @@ def test_random_graph_matches_jax_jit(program, seed):
 @settings(SETTINGS, max_examples=40)
 @given(program=programs(), seed=st.integers(0, 2**32 - 1), specials=special_values)
 def test_random_graph_with_inf_nan_zero_matches_jax_jit(program, seed, specials):
-    check_program(program, seed, specials)
+    check_program(program, seed, specials, finite_math=False)
 
 
 def test_generator_covers_every_family():

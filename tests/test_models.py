@@ -156,7 +156,10 @@ def test_explain_summary(name):
     for key in SUMMARY_KEYS:
         assert key in summary, f"summary lacks {key!r}"
     assert summary["blocks"] >= 1
-    assert summary["blocks"] <= summary["ops_after_rewrite"] <= summary["jaxpr_ops"]
+    # algebraic rewriting may add parameter-sized operators (batch-norm folding turns four
+    # full-size ops into one plus a few per-channel ones), but never FLOPs
+    assert summary["blocks"] <= summary["ops_after_rewrite"]
+    assert summary["flops_after"] <= summary["flops_before"]
     assert sum(summary["block_types"].values()) == summary["blocks"]
     assert set(summary["block_types"]) <= {t.label for t in MappingType}
     assert summary["backend"] in BACKENDS

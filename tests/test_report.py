@@ -34,7 +34,10 @@ def test_flops_count_matmul_exactly():
 
 def test_rules_fired_are_counted():
     s = dnnfusion.explain(lambda x: jnp.exp(x) * jnp.exp(x), X).summary()
-    assert s["rules_fired"] == {"cse": 1} and s["ops_after_rewrite"] == 2
+    # CSE first; then the e-graph matches exp(a)*exp(a) -> exp(a+a), which costs the same,
+    # so extraction keeps two operators either way
+    assert s["rules_fired"]["cse"] == 1 and s["rules_fired"]["exp-mul"] >= 1
+    assert s["ops_after_rewrite"] == 2 and s["saturation_stop"] == "saturated"
 
 
 def test_explain_accepts_shape_dtype_structs_and_jitted_functions():
