@@ -173,7 +173,8 @@ def render_c(kernel: LoopKernel) -> str:
             stride //= var.extent
             w.line(f"const long {var.name} = (r / {stride}) % {var.extent};")
         for temp in kernel.temps:
-            w.line(f"{C_TYPES[temp.dtype]} {temp.name}[{max(temp.size, 1)}];")
+            w.line(f"{C_TYPES[temp.dtype]} {temp.name}[{max(temp.size, 1)}] "
+                   "__attribute__((aligned(64)));")
         for stage in kernel.stages:
             _render_stage(w, stage, parallel=False)
         w.close()
@@ -231,7 +232,7 @@ def _render_stage(w: _Writer, stage: Stage, parallel: bool) -> None:
     w.depth += 1
     if stage.kind == "store":
         opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), True)
-        (value,) = _render_body(w, [stage.value], {})
+        value = _render_point(w, stage, {})
         w.line(f"{stage.target}[{render_index(stage.index, {})}] = {value};")
     else:
         opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), False)
@@ -239,6 +240,15 @@ def _render_stage(w: _Writer, stage: Stage, parallel: bool) -> None:
     for _ in range(opened):
         w.close()
     w.close()
+
+
+def _render_point(w: _Writer, stage: Stage, names: dict[LoopVar, str]) -> str:
+    """The stage's value at one point, after storing its row-local caches there."""
+    roots = [stage.value, *(value for _, _, value in stage.caches)]
+    value, *cached = _render_body(w, roots, names)
+    for (temp, index, _), text in zip(stage.caches, cached):
+        w.line(f"{temp}[{render_index(index, names)}] = {text};")
+    return value
 
 
 def _combine(stage: Stage, a: str, b: str) -> str:
@@ -251,14 +261,14 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
     init = literal(stage.init, dtype)
     target = f"{stage.target}[{render_index(stage.index, {})}]"
     if not stage.reduce_loops:  # a reduction over size-1 axes is a copy
-        (value,) = _render_body(w, [stage.value], {})
+        value = _render_point(w, stage, {})
         w.line(f"{target} = {_combine(stage, init, value)};")
         return
     (var,) = stage.reduce_loops
     if var.extent < 2 * LANES:
         w.line(f"{ctype} acc = {init};")
         w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
-        (value,) = _render_body(w, [stage.value], {})
+        value = _render_point(w, stage, {})
         w.line(f"acc = {_combine(stage, 'acc', value)};")
         w.close()
         w.line(f"{target} = acc;")
@@ -274,14 +284,18 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
     w.line(f"for (int l = 0; l < {LANES}; l++) lane[l] = {init};")
     w.line("long j0 = begin;")
     w.open(f"for (; j0 + {LANES} <= end; j0 += {LANES})")
+    # gcc unrolls this short loop before its loop vectoriser sees it, and its straight-line
+    # vectoriser gives up on the NaN-propagating max (scalar compares and branches): ask for
+    # the loop vectoriser explicitly (the lanes are independent by construction)
+    w.line("#pragma omp simd")
     w.open(f"for (int l = 0; l < {LANES}; l++)")
     w.line(f"const long {var.name}_v = j0 + l;")
-    (value,) = _render_body(w, [stage.value], {var: f"{var.name}_v"})
+    value = _render_point(w, stage, {var: f"{var.name}_v"})
     w.line(f"lane[l] = {_combine(stage, 'lane[l]', value)};")
     w.close()
     w.close()
     w.open(f"for (long {var.name} = j0; {var.name} < end; {var.name}++)")
-    (value,) = _render_body(w, [stage.value], {})
+    value = _render_point(w, stage, {})
     w.line(f"lane[0] = {_combine(stage, 'lane[0]', value)};")
     w.close()
     for width in (8, 4, 2, 1):  # a fixed tree: the result never depends on thread timing

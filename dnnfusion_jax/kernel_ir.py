@@ -118,6 +118,10 @@ class Index:
             return reduced // divisor
         return Index(((Mod(reduced, divisor, modulus), 1),))
 
+    def evaluate(self, env: dict[LoopVar, int]) -> int:
+        """The value at one point: ``env`` gives every loop variable's value."""
+        return self.const + sum(c * _atom_value(a, env) for a, c in self.terms)
+
     def upper(self) -> int:
         """The largest value the expression can take."""
         return self.const + sum(c * _atom_upper(a) for a, c in self.terms if c > 0)
@@ -131,6 +135,14 @@ class Index:
         if self.const or not parts:
             parts.append(str(self.const))
         return " + ".join(parts)
+
+
+def _atom_value(atom: Atom, env: dict[LoopVar, int]) -> int:
+    if isinstance(atom, LoopVar):
+        return env[atom]
+    if isinstance(atom, Div):
+        return atom.index.evaluate(env) // atom.divisor
+    return atom.index.evaluate(env) // atom.divisor % atom.modulus
 
 
 def _atom_upper(atom: Atom) -> int:
@@ -248,6 +260,12 @@ class Stage:
     store:  ``target[index] = value`` for every point of ``loops``.
     reduce: ``target[index] = combine over reduce_loops of value``; ``loops`` are the kept
             (outer) loops, ``reduce_loops`` the reduced (inner) ones, ``init`` the identity.
+
+    ``caches`` are row-local caching: ``(temp, index, expr)`` entries, each an expensive value
+    this stage computes anyway (``expr`` is a sub-expression of ``value``) and also stores,
+    at every point of the stage, into the row-local temporary ``temp[index]``, so that later
+    stages of the same row load it instead of computing it again (softmax: the sum stage
+    stores ``exp(x - max)``, the normalising stage loads it; one ``exp`` per element).
     """
 
     kind: str
@@ -258,6 +276,7 @@ class Stage:
     reduce_loops: tuple[LoopVar, ...] = ()
     combiner: str | None = None
     init: Any = None
+    caches: tuple[tuple[str, Index, Expr], ...] = ()
 
 
 @dataclass
@@ -298,6 +317,8 @@ class LoopKernel:
                 red = ", ".join(f"{v}<{v.extent}" for v in stage.reduce_loops)
                 lines.append(f"  for {loops or '()'}: {stage.target}[{stage.index}] = "
                              f"{stage.combiner}-reduce over {red}: {render_expr(stage.value)}")
+            for temp, index, value in stage.caches:
+                lines.append(f"    and cache {temp}[{index}] = {render_expr(value)}")
         return "\n".join(lines)
 
 

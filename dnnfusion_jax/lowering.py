@@ -13,6 +13,8 @@ an expression evaluated at the index the consumer asks for:
 When all stages share leading dimensions that every read of a temporary keeps (a softmax over
 the last axis shares all the others), those dimensions become the parallel ``rows`` loop and
 temporaries shrink to one row: a row is then read from memory while it is still in cache.
+Inside the rows loop, an expensive value several stages read is computed once per element
+and kept in a row-local temporary (``row_cache``): softmax evaluates ``exp`` once.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -35,6 +37,7 @@ from .ir import Node, Var
 from .kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, delinearize,
                         expr_nodes, linearize)
 from .plan import Block
+from .row_cache import plan_row_caches
 
 DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
           "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool"}
@@ -142,8 +145,13 @@ class _BlockLowering:
     """Builds the stages of one block for one choice of rows."""
 
     def __init__(self, block: Block, constants: Mapping[Var, Any], name: str,
-                 rows: tuple[int, ...]) -> None:
+                 rows: tuple[int, ...], cached: Mapping[Var, int] | None = None) -> None:
         self.block = block
+        self.constants = constants
+        self.cached = dict(cached or {})  # var -> number of the stage that caches it
+        self.reads: dict[Var, list[tuple[int, tuple[Index, ...]]]] = {}
+        self._caches: list[tuple[str, Index, Expr]] = []  # of the stage being built
+        self._cache_buffers: dict[Var, Buffer] = {}
         self.name = name
         self.producer = {out: node for node in block.nodes for out in node.outputs}
         self.rows = tuple(LoopVar(f"r{d}", extent) for d, extent in enumerate(rows))
@@ -167,6 +175,19 @@ class _BlockLowering:
 
     # -- stages ------------------------------------------------------------------------------
     def lower(self) -> LoopKernel:
+        """The kernel; lowered twice when row-local caching applies (the first lowering
+        tells which stages read which values)."""
+        kernel = self._lower_stages()
+        if self.cached or not self.rows:
+            return kernel
+        plan = plan_row_caches(self.block.nodes, self.producer, self.reads, self.stages,
+                               self.rows)
+        if not plan:
+            return kernel
+        rows = tuple(v.extent for v in self.rows)
+        return _BlockLowering(self.block, self.constants, self.name, rows, plan)._lower_stages()
+
+    def _lower_stages(self) -> LoopKernel:
         for node in self.block.nodes:
             if node.op in REDUCTIONS:
                 self._reduce_stage(node)
@@ -195,7 +216,8 @@ class _BlockLowering:
         index = self._row_indices() + [Index.var(v) for v in loops]
         value = self.value_at(var, index)
         self.stages.append(Stage("store", buffer.name, linearize(index, var.shape), value,
-                                 tuple(v for v in loops if v.extent > 1)))
+                                 tuple(v for v in loops if v.extent > 1),
+                                 caches=self._take_caches()))
 
     def _reduce_stage(self, node: Node) -> None:
         operand, result = node.inputs[0], node.out
@@ -229,7 +251,12 @@ class _BlockLowering:
         self.stages.append(Stage("reduce", buffer.name, target, value,
                                  tuple(v for v in kept_loops if v.extent > 1),
                                  (reduced,) if reduced.extent > 1 else (), combiner,
-                                 _identity(combiner, kernel_dtype(result))))
+                                 _identity(combiner, kernel_dtype(result)),
+                                 self._take_caches()))
+
+    def _take_caches(self) -> tuple[tuple[str, Index, Expr], ...]:
+        caches, self._caches = tuple(self._caches), []
+        return caches
 
     # -- expressions ---------------------------------------------------------------------------
     def value_at(self, var: Var, index: list[Index]) -> Expr:
@@ -237,8 +264,27 @@ class _BlockLowering:
         key = (var, tuple(index))
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = self._compute(var, index)
+            self.reads.setdefault(var, []).append((len(self.stages), key[1]))
+            found = self._memo[key] = self._cached_or_compute(var, index)
         return found
+
+    def _cached_or_compute(self, var: Var, index: list[Index]) -> Expr:
+        """A cached value is computed by the stage that caches it and loaded by later ones."""
+        stage = self.cached.get(var)
+        if stage is None:
+            return self._compute(var, index)
+        k = len(self.rows)
+        buffer = self._cache_buffers.get(var)
+        if buffer is None:
+            buffer = Buffer(f"t{len(self.temps)}", var.shape[k:], kernel_dtype(var), "temp")
+            self.temps.append(buffer)
+            self._cache_buffers[var] = buffer
+        local = linearize(index[k:], var.shape[k:])
+        if len(self.stages) > stage:
+            return Expr("load", (), kernel_dtype(var), (buffer.name, local))
+        value = self._compute(var, index)
+        self._caches.append((buffer.name, local, value))
+        return value
 
     def _compute(self, var: Var, index: list[Index]) -> Expr:
         dtype = kernel_dtype(var)
