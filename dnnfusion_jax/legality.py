@@ -13,6 +13,12 @@ Refinements of Table 3 (the paper reasons about ONNX operators; JAX decomposes t
     lowering runs as stages of one kernel with the first result in a row-local temporary.
     Contractions (dot_general, conv) keep Table 3's RED.
 
+Sibling blocks: when a node's producers sit in several blocks, the planner may merge them with
+the node (``merge_verdict``). The merged block is the group (the block the node joined, with
+its accumulated type) grown towards one more predecessor block, the paper's step 3: Table 3's
+cell (sibling's type, group's type), refined as above, and the worse of that and the cell for
+the sibling taking the node on its own (which sees how the node reads it, e.g. a broadcast).
+
 Constraints, apart from the table: nodes a backend cannot put in a fused kernel stay alone,
 and a block's inputs and size are bounded (``Constraints``).
 
@@ -39,6 +45,8 @@ ADAPTER_PRIMITIVES = frozenset("""broadcast_in_dim reshape squeeze expand_dims t
 
 PLAIN_REDUCTIONS = frozenset("reduce_sum reduce_max reduce_min reduce_prod reduce_and "
                              "reduce_or".split())
+
+_SEVERITY = {Verdict.GREEN: 0, Verdict.YELLOW: 1, Verdict.RED: 2}
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,34 @@ class Legality:
             node_mapping_type(n) is MappingType.MANY_TO_MANY and n.op not in PLAIN_REDUCTIONS
             for n in block_nodes))
         return join_verdict(block_type, read_type, reductions_only)
+
+    def merge_verdict(self, group_nodes: list[Node], group_type: MappingType,
+                      sibling_nodes: list[Node], sibling_type: MappingType, node: Node,
+                      read_type: MappingType) -> tuple[MappingType, Verdict]:
+        """Table 3 (refined) for a sibling block merging into a group that holds ``node``.
+
+        ``group_nodes`` includes ``node``; ``read_type`` is how the node reads the sibling.
+
+        Example (softmax: exp(x - max) and its sum, each in its own block, meet at div):
+            >>> import jax, jax.numpy as jnp
+            >>> from dnnfusion_jax.trace import trace_function
+            >>> from dnnfusion_jax.mapping_types import MappingType as M
+            >>> g = trace_function(lambda x: jnp.exp(x) / jnp.exp(x).sum(), [jnp.ones(4)]).graph
+            >>> [n.op for n in g.nodes]
+            ['exp', 'exp', 'reduce_sum', 'div']
+            >>> exp, _, total, div = g.nodes
+            >>> legal = Legality(g)
+            >>> fused, verdict = legal.merge_verdict([exp, div], M.ONE_TO_ONE, [total],
+            ...                                      M.MANY_TO_MANY, div, M.ONE_TO_MANY)
+            >>> fused.label, verdict.name   # M2M then One-to-Many alone is YELLOW
+            ('Many-to-Many', 'YELLOW')
+        """
+        _, alone = self.verdict(sibling_nodes, sibling_type, node, read_type)
+        reductions_only = not any(
+            node_mapping_type(n) is MappingType.MANY_TO_MANY and n.op not in PLAIN_REDUCTIONS
+            for n in (*group_nodes, *sibling_nodes))
+        fused, grown = join_verdict(sibling_type, group_type, reductions_only)
+        return fused, max(alone, grown, key=_SEVERITY.__getitem__)
 
     def within_constraints(self, block_nodes: list[Node], node: Node) -> bool:
         """True if the block stays within ``constraints`` after adding ``node``."""

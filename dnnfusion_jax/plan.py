@@ -3,7 +3,8 @@
 A planner maps a graph to a ``FusionPlan``: blocks in an executable (topological) order, each
 with its accumulated mapping type and the values it reads from and hands to other blocks.
 Planners build plans with ``BlockBuilder``, which keeps the block graph acyclic: a node may
-join a block only if no path leaves the block and comes back to the node.
+join a block only if no path leaves the block and comes back to the node, and producer blocks
+merge with their common consumer only if each of them passes that test.
 
 Example:
     >>> import jax.numpy as jnp
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -125,13 +127,55 @@ class BlockBuilder:
         return block
 
     def can_join(self, block: int, node: Node) -> bool:
-        """True if adding ``node`` to ``block`` keeps the block graph acyclic."""
+        """True if adding ``node`` to ``block`` keeps the block graph acyclic: no path leads
+        from ``block`` to another producer block of the node.
+
+        It also licenses merges: if every block of a group passes, the group fused with the
+        node is acyclic, and its blocks are independent (no path between any two). A cycle
+        through the merged group would have to leave one member and come back to the node or
+        to another member, i.e. reach another producer block of the node (A → C → B).
+
+        Example (a = 2x, c = exp(a), b = c - 1, out = a + b; one block per node so far):
+            >>> import jax.numpy as jnp
+            >>> from dnnfusion_jax.trace import trace_function
+            >>> from dnnfusion_jax.mapping_types import node_mapping_type as kind
+            >>> def f(x):
+            ...     a = x * 2.0
+            ...     return a + (jnp.exp(a) - 1.0)
+            >>> g = trace_function(f, [jnp.ones(4)]).graph
+            >>> builder = BlockBuilder(g)
+            >>> a, c, b = (builder.new_block(n, kind(n)) for n in g.nodes[:3])
+            >>> [n.op for n in g.nodes]
+            ['mul', 'exp', 'sub', 'add']
+            >>> builder.can_join(a, g.nodes[3]), builder.can_join(b, g.nodes[3])  # a → c → b
+            (False, True)
+        """
         others = [b for b in self.producer_blocks(node) if b != block]
         return not any(self._reaches(block, other) for other in others)
 
     def join(self, block: int, fused_type: MappingType, node: Node) -> None:
         self.types[block] = fused_type
         self._add(block, node)
+
+    def merge(self, block: int, other: int, fused_type: MappingType) -> None:
+        """Moves every node of ``other`` into ``block`` (``other`` is left empty); members
+        stay in topological order. Callers merge only blocks that pass ``can_join`` with the
+        node they are about to share."""
+        moved = self.members[other]
+        self.members[block] = sorted(self.members[block] + moved, key=self._position.__getitem__)
+        self.members[other] = []
+        for node in moved:
+            self.block_of[node] = block
+        self._preds[block] = (self._preds[block] | self._preds[other]) - {block, other}
+        self._preds[other] = set()
+        for preds in self._preds:
+            if other in preds:
+                preds.discard(other)
+                preds.add(block)
+        self._preds[block].discard(block)
+        if self._last_effect == other:
+            self._last_effect = block
+        self.types[block] = fused_type
 
     def _add(self, block: int, node: Node) -> None:
         self.members[block].append(node)
@@ -156,7 +200,7 @@ class BlockBuilder:
 
     def finish(self, planner: str) -> FusionPlan:
         """Orders blocks topologically and computes their inputs and outputs."""
-        order = self._topological_order()
+        order = [b for b in self._topological_order() if self.members[b]]  # merged: empty
         consumers = self.graph.consumers()
         returned = set(self.graph.outputs)
         blocks = []
@@ -172,7 +216,7 @@ class BlockBuilder:
 
     def _topological_order(self) -> list[int]:
         # Kahn's algorithm; ties go to the block whose first node came first.
-        first = [self._position[nodes[0]] for nodes in self.members]
+        first = [self._position[nodes[0]] if nodes else -1 for nodes in self.members]
         pending = [len(preds) for preds in self._preds]
         succs: list[list[int]] = [[] for _ in self.members]
         for b, preds in enumerate(self._preds):

@@ -7,7 +7,9 @@ import pytest
 
 import dnnfusion_jax as dnnfusion
 from dnnfusion_jax.dnnfusion_planner import DnnFusionPlanner
+from dnnfusion_jax.legality import Constraints
 from dnnfusion_jax.profitability import MeasuredProfitability, ProfilingDatabase
+from dnnfusion_jax.simplify import simplify
 from dnnfusion_jax.trace import trace_function
 from codegen.c_backend import CBackend
 
@@ -79,3 +81,74 @@ def test_measured_yellow_decisions_are_kept_and_reused(tmp_path):
     second = planner.plan(graph)  # same shapes: every latency comes from the database
     assert profits[1].measured == 0
     assert [b.ops for b in second.blocks] == [b.ops for b in first.blocks]
+
+
+# Sibling producer blocks merge with their common consumer (legal, acyclic, within constraints).
+
+def c_plan(fn, *args, **planner_options):
+    """The plan for the C backend, of the graph as the pipeline plans it (simplified)."""
+    graph, _ = simplify(trace_function(fn, [jnp.asarray(a) for a in args]).graph)
+    return DnnFusionPlanner(fusible=CBackend().fusible, **planner_options).plan(graph)
+
+
+def gelu_exact(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def test_gelu_exact_merges_its_two_branches_into_one_c_kernel():
+    # 0.5 * x and erfc(-x / sqrt 2) start as two blocks; their product merges them.
+    fused = dnnfusion.jit(gelu_exact, backend="c", fallback=False)
+    summary = fused.explain(X).summary()
+    assert summary["blocks"] == 1 and summary["fallback_blocks"] == []
+    np.testing.assert_allclose(fused(X), jax.jit(gelu_exact)(X), rtol=1e-5, atol=1e-5)
+
+
+W = RNG.standard_normal((64, 64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("epilogue", ["none", "exp"])
+def test_a_diamond_through_a_gemm_is_not_merged_into_a_cycle(epilogue):
+    # a → dot → (exp) → c and a → c: a's block and c's block merged would be a cycle.
+    def diamond(x, w):
+        a = x * 2.0
+        b = a @ w
+        return a + (jnp.exp(b) if epilogue == "exp" else b)
+
+    plan = c_plan(diamond, X, W)
+    ops = [b.ops for b in plan.blocks]
+    expected = [["mul"], ["dot_general"], ["add"]] if epilogue == "none" else \
+        [["mul"], ["dot_general"], ["exp", "add"]]
+    assert ops == expected
+    fused = dnnfusion.jit(diamond, backend="c", fallback=False)
+    assert fused.explain(X, W).summary()["blocks"] == 3
+    np.testing.assert_allclose(fused(X, W), jax.jit(diamond)(X, W), rtol=1e-5, atol=1e-5)
+
+
+def test_sibling_gemm_blocks_do_not_merge_many_to_many_with_many_to_many():
+    # Each dot may take the add as an epilogue (Many-to-Many → One-to-One is GREEN), but the
+    # grown block would hold two GEMMs: Table 3's Many-to-Many → Many-to-Many is RED.
+    graph = trace_function(lambda x, u, v: x @ u + x @ v, [X, W, W]).graph
+    plan = DnnFusionPlanner().plan(graph)  # no backend: GEMMs may fuse
+    assert sorted(b.ops for b in plan.blocks) == [["dot_general"], ["dot_general", "add"]]
+
+
+def test_sibling_merges_respect_the_node_limit():
+    # gelu exact: [mul] takes the final mul, then [neg, mul, erfc] merges: 5 nodes in all.
+    assert len(c_plan(gelu_exact, X, constraints=Constraints(max_nodes=5)).blocks) == 1
+    plan = c_plan(gelu_exact, X, constraints=Constraints(max_nodes=4))
+    assert sorted(b.ops for b in plan.blocks) == [["mul", "mul"], ["neg", "mul", "erfc"]]
+
+
+def test_sibling_merges_respect_the_input_limit():
+    def sum_of_products(*xs):  # exp(x1 * y1) + exp(x2 * y2) + exp(x3 * y3)
+        terms = [jnp.exp(x * y) for x, y in zip(xs[::2], xs[1::2])]
+        return terms[0] + terms[1] + terms[2]
+
+    xs = [RNG.standard_normal((8, 8)).astype(np.float32) for _ in range(6)]
+    assert len(c_plan(sum_of_products, *xs).blocks) == 1
+    # The first add may join exp(x1 * y1)'s block (3 inputs), but merging exp(x2 * y2)'s block
+    # as well would read 4; the second add likewise continues in exp(x3 * y3)'s block.
+    plan = c_plan(sum_of_products, *xs, constraints=Constraints(max_inputs=3))
+    assert sorted(len(b.inputs) for b in plan.blocks) == [2, 3, 3]
+    fused = dnnfusion.jit(sum_of_products, backend="c", fallback=False)
+    np.testing.assert_allclose(fused(*xs), jax.jit(sum_of_products)(*xs), rtol=1e-5, atol=1e-5)
