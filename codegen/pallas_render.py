@@ -220,6 +220,8 @@ class _Renderer:
                       f"{JNP_DTYPES[b.dtype]})" for b in k.outputs]
         results = [f"outs[{n}].reshape({_args(b.shape)})" for n, b in enumerate(k.outputs)]
         per_step = f"{self.block_rows} rows per step" if self.rows_total else "no rows loop"
+        if self.single_step:
+            per_step += " (one step: a read crosses rows)"
         return "\n".join([
             f"def {k.name}({', '.join(b.name for b in k.inputs)}):",
             f"    outs = pl.pallas_call(",
@@ -255,6 +257,8 @@ class _Renderer:
         where = ", ".join((["rows"] if lead else []) + [f"{v}<{v.extent}" for v in stage.loops])
         self.emit(_comment(head + render_expr(stage.value), f"  for {where or '()'}"))
         value = self._value(stage.value)
+        if value not in self.shapes:  # a literal: an array of it (never a captured constant)
+            value = self._assign(f"jnp.full({_tuple(full)}, {value})", full)
         kept = full[:len(lead) + len(stage.loops)]
         if stage.kind == "reduce":
             if stage.reduce_loops:
