@@ -113,6 +113,14 @@ class _Renderer:
                 raise Unrenderable(f"buffer {buffer.name} has {buffer.size} elements")
             if buffer.dtype not in JNP_DTYPES:
                 raise Unrenderable(f"dtype {buffer.dtype}")
+        # every load of each buffer, per stage (layouts and value lifetimes depend on them)
+        self.stage_loads: list[dict[str, list[Index]]] = []
+        for stage in kernel.stages:
+            loads: dict[str, list[Index]] = {}
+            for e in expr_nodes([stage.value]):
+                if e.op == "load":
+                    loads.setdefault(e.attrs[0], []).append(e.attrs[1])
+            self.stage_loads.append(loads)
         self.rows_total = math.prod(v.extent for v in kernel.rows) if kernel.rows else 0
         self.row = LoopVar("r", max(self.rows_total, 1))  # the flat row inside the kernel
         self.single_step = False
@@ -128,10 +136,10 @@ class _Renderer:
 
     # -- layouts --------------------------------------------------------------------------
     def _accesses(self, name: str) -> list[Index]:
+        """Every index ``name`` is stored at or loaded from."""
         found = [s.index for s in self.kernel.stages if s.target == name]
-        for stage in self.kernel.stages:
-            found += [e.attrs[1] for e in expr_nodes([stage.value])
-                      if e.op == "load" and e.attrs[0] == name]
+        for loads in self.stage_loads:
+            found += loads.get(name, [])
         return found
 
     def _layout(self, buffer: Buffer) -> Layout:
@@ -199,8 +207,8 @@ class _Renderer:
             if self._accesses(buffer.name):
                 self.emit(f"{buffer.name} = {buffer.name}_ref[...]")
                 self.shapes[buffer.name] = self._block_shape(buffer)
-        for stage in k.stages:
-            self._stage(stage)
+        for position, stage in enumerate(k.stages):
+            self._stage(position, stage)
         source = "\n".join(self.lines) + "\n\n\n" + self._call() + "\n"
         return source
 
@@ -246,7 +254,7 @@ class _Renderer:
         return f"pl.BlockSpec(({layout.size},), lambda g: (0,))"
 
     # -- stages -----------------------------------------------------------------------------
-    def _stage(self, stage: Stage) -> None:
+    def _stage(self, position: int, stage: Stage) -> None:
         lead = (self.block_rows,) if self.rows_total else ()
         axes = (*stage.loops, *stage.reduce_loops)
         full = lead + tuple(v.extent for v in axes)
@@ -278,17 +286,13 @@ class _Renderer:
             raise Unrenderable(f"the store to {buffer.name} at [{stage.index}] is not a "
                                "permutation of its block")
         flat = self._apply(self._broadcast(value, kept), kept, steps)
-        if buffer.role == "temp" or self._accesses_after(stage, buffer.name):
+        if buffer.role == "temp" or any(buffer.name in later
+                                        for later in self.stage_loads[position + 1:]):
             self.emit(f"{buffer.name} = {flat}")
             self.shapes[buffer.name] = self._block_shape(buffer)
             flat = buffer.name
         if buffer.role == "output":
             self.emit(f"{buffer.name}_ref[...] = {flat}")
-
-    def _accesses_after(self, stage: Stage, name: str) -> bool:
-        later = self.kernel.stages[self.kernel.stages.index(stage) + 1:]
-        return any(e.op == "load" and e.attrs[0] == name
-                   for s in later for e in expr_nodes([s.value]))
 
     def _buffer_index(self, buffer: Buffer, index: Index,
                       axes: tuple[LoopVar, ...]) -> tuple[Index, list[LoopVar]]:
