@@ -112,6 +112,41 @@ def test_model_with_many_grid_steps(name, monkeypatch):
     assert any("grid=(1,)" not in s for s in sources if "pallas_call" in s)
 
 
+def _kernel_kinds():
+    rng = np.random.default_rng(2)
+    floats = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    ints = lambda low, high, *shape: rng.integers(low, high, shape).astype(np.int32)  # noqa: E731
+    return {
+        # integer division and remainder round toward zero (lax), jnp's // and % on top
+        "int_div_rem": (lambda a, b: (a // b, a % b, jax.lax.div(a, b), jax.lax.rem(a, b)),
+                        [ints(-20, 20, 4, 6), ints(1, 5, 4, 6)]),
+        "bool_outputs": (lambda x: (x > 0, jnp.logical_not(x > 0.5) & (x < 2)), [floats(4, 6)]),
+        "int_reductions": (lambda a: (jnp.sum(a, axis=1), jnp.max(a, axis=(0, 2)),
+                                      jnp.prod(a, axis=-1)), [ints(-3, 4, 3, 4, 5)]),
+        "iota_over_rows": (lambda x: x + jnp.arange(6.0)[:, None, None] * jnp.arange(4.0),
+                           [floats(6, 5, 4)]),
+        "two_row_dims": (lambda x: jax.nn.softmax(x, axis=-1) * 2, [floats(2, 4, 8)]),
+        "reduce_middle_axis": (lambda x: x - jnp.mean(x, axis=1, keepdims=True),
+                               [floats(4, 6, 8)]),
+        "rev_slice_pad": (lambda x: jnp.pad(x[:, ::-1][1:, 2:], ((1, 1), (0, 2)),
+                                            constant_values=3.0) + 1, [floats(6, 8)]),
+        "converts": (lambda x: (x * 10).astype(jnp.int32).astype(jnp.float32) + jnp.round(x)
+                     + (x > 0).astype(jnp.uint8) * 2, [floats(4, 8)]),
+        "scalar_outputs": (lambda x: (jnp.sum(x), jnp.max(x)), [floats(4, 8)]),
+        "transpose_3d": (lambda x: jnp.exp(jnp.transpose(x, (2, 0, 1))) + 1, [floats(2, 3, 4)]),
+    }
+
+
+@pytest.mark.parametrize("grid", ["one_step", "two_rows"])
+def test_kernel_kinds_match_jax_jit(grid, monkeypatch):
+    monkeypatch.setitem(options.BACKENDS, "pallas_grid", lambda: PallasBackend(
+        interpret=True, block_rows=_two_rows if grid == "two_rows" else None))
+    for name, (fn, args) in _kernel_kinds().items():
+        fused = dnnfusion.jit(fn, backend="pallas_grid", fallback=False)
+        assert_trees_match(fused(*args), jax.jit(fn)(*args), what=f"{name} ({grid})")
+        assert not fused.explain(*args).summary()["fallback_blocks"], name
+
+
 # --------------------------------------------------------------------------------------------
 # (c) inf and NaN
 # --------------------------------------------------------------------------------------------
