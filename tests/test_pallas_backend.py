@@ -1,8 +1,8 @@
 """The Pallas backend (``codegen/pallas_*.py``), checked in interpret mode (no GPU needed).
 
-(a) golden tests of the generated source for a few blocks; (b) every test model agrees with
-``jax.jit`` with ``backend="pallas"``, also with grids of several steps (the GPU's block shape,
-interpreted); (c) inf/NaN inputs on softmax, layer norm, max/min and exp/log kernels; (d) a block
+(a) golden tests of the generated source for a few blocks; (b) every test model, a dozen kernel
+kinds and a few of test_differential's random programs agree with ``jax.jit`` with
+``backend="pallas"``, also with grids of several steps (the GPU's block shape, interpreted); (c) inf/NaN inputs on softmax, layer norm, max/min and exp/log kernels; (d) a block
 the backend cannot take falls back to XLA and ``explain()`` says why; plus the views that loads
 are recognised as, checked against numpy on random reshape/transpose/slice/rev/broadcast reads.
 
@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dnnfusion_jax as dnnfusion
 from codegen.pallas_backend import PallasBackend
@@ -32,6 +34,7 @@ from dnnfusion_jax.trace import trace_function
 
 sys.path.insert(0, str(Path(__file__).parent))
 import models as zoo  # noqa: E402
+import test_differential as differential  # noqa: E402
 from test_models import assert_trees_match, inject_nonfinite  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "pallas"
@@ -169,6 +172,18 @@ def test_nonfinite_inputs_match_jax_jit(name):
     fused = dnnfusion.jit(fn, backend="pallas", fallback=False)
     assert_trees_match(fused(*args), jax.jit(fn)(*args), equal_nan=True, what=name)
     assert not fused.explain(*args).summary()["fallback_blocks"]  # all of it ran in Pallas
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(program=differential.programs(), seed=st.integers(0, 2**32 - 1),
+       specials=differential.special_values)
+def test_random_graphs_match_jax_jit(program, seed, specials):
+    """A few of test_differential's random programs, every block through Pallas (all of them
+    passed, 100 programs, when this backend was written)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(options.Options, "resolved_backend", lambda self: "pallas")
+        differential.check_program(program, seed, specials, finite_math=False)
 
 
 # --------------------------------------------------------------------------------------------
