@@ -134,6 +134,19 @@ class PallasBackend:
         source, loop_kernel = self.source(block, constants)
         call = build_kernel(source, loop_kernel.name, self.interpret)
         positions = [block.inputs.index(var) for var in loop_kernel.notes["input_vars"]]
+        # trace it once now: a kernel Pallas rejects, or one whose results are not the block's
+        # shapes and dtypes, falls back here, block by block, instead of failing the whole jit
+        avals = [jax.ShapeDtypeStruct(block.inputs[p].shape, block.inputs[p].dtype)
+                 for p in positions]
+        try:
+            results = jax.eval_shape(call, *avals)
+        except Exception as error:  # noqa: BLE001 - any tracing failure means "not this way"
+            raise UnsupportedBlock(f"Pallas rejected the kernel: {type(error).__name__}: "
+                                   f"{str(error).splitlines()[0][:200]}") from None
+        got = [(tuple(r.shape), np.dtype(r.dtype)) for r in results]
+        want = [(tuple(v.shape), np.dtype(v.dtype)) for v in block.outputs]
+        if got != want:
+            raise UnsupportedBlock(f"Pallas renderer: results {got} are not the block's {want}")
 
         def run(inputs: Sequence[Any]) -> list[Any]:
             return call(*(inputs[p] for p in positions))

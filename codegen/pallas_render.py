@@ -408,6 +408,8 @@ class _Renderer:
     def _index_code(self, index: Index) -> tuple[str, tuple[int, ...]]:
         """int32 array code of ``index`` over the stage axes, and its static shape."""
         shape = self._rank_shape({v: v.extent for v in loop_vars(index)})
+        if not index.terms:  # a constant: still an array of the stage's rank
+            return f"jnp.full({_tuple(shape)}, {index.const}, jnp.int32)", shape
         return self._index_text(index), shape
 
     def _index_text(self, index: Index) -> str:
