@@ -5,7 +5,8 @@ On a GPU the call is compiled by Pallas for the device; anywhere else it runs wi
 ``interpret=True``, which is for correctness, not speed (one grid step with the largest blocks).
 Blocks stay with XLA for the same reasons as in the C backend (GEMMs and convolutions, a lone
 reshape, anything the lowering cannot express), plus anything the renderer cannot spell
-exactly; ``explain()`` lists each with its reason.
+exactly and any kernel Pallas refuses to trace (each is traced once when compiled);
+``explain()`` lists each with its reason.
 
 Block sizes: ``block_rows(kernel, device_kind)`` picks the rows per grid step. The default is
 ``default_block_rows``: every row in one step when interpreting, otherwise the largest power of
