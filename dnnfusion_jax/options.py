@@ -37,8 +37,15 @@ def _c_backend() -> Backend:
     return CBackend()
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"xla": _xla_backend, "c": _c_backend}
-"""Backend name → factory. "auto" picks the best one for the default device."""
+def _pallas_backend() -> Backend:
+    from codegen.pallas_backend import PallasBackend
+    return PallasBackend()
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"xla": _xla_backend, "c": _c_backend,
+                                              "pallas": _pallas_backend}
+"""Backend name → factory. "auto" picks the best one for the default device: c on CPU, pallas
+on GPU. "pallas" on a CPU runs Pallas's interpret mode (for checking, not for speed)."""
 
 def _dnnfusion_planner(backend: Backend, options: "Options") -> Planner:
     from .dnnfusion_planner import DnnFusionPlanner
