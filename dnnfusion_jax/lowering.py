@@ -15,6 +15,8 @@ the last axis shares all the others), those dimensions become the parallel ``row
 temporaries shrink to one row: a row is then read from memory while it is still in cache.
 Inside the rows loop, an expensive value several stages read is computed once per element
 and kept in a row-local temporary (``row_cache``): softmax evaluates ``exp`` once.
+Reductions run in memory order (``reduce_order``), and a value a store stage computes from
+only some of its loops is computed once per point of those loops (``hoist``).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .executable import UnsupportedBlock
+from .hoist import hoist_invariants
 from .ir import Node, Var
 from .kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, delinearize,
                         expr_nodes, linearize)
@@ -198,6 +201,8 @@ class _BlockLowering:
                 self._store_stage(var, buffer)
         # merged copies: the row-cache plan reads self.stages with the unmerged loops
         stages = [merge_contiguous_loops(s) if s.kind == "reduce" else s for s in self.stages]
+        limit = MAX_ROW_TEMP_ELEMENTS if self.rows else MAX_PARTIAL_ELEMENTS
+        stages = [t for s in stages for t in hoist_invariants(s, self._new_temp, limit)]
         kernel = LoopKernel(self.name, self.inputs, self.outputs, self.temps, self.rows, stages)
         kernel.notes["input_vars"] = [var for var in self.block.inputs
                                       if var not in self.literals]
@@ -265,11 +270,12 @@ class _BlockLowering:
                                            chunks, limit))
 
     def _partial_temp(self, result: Var):
-        def new_temp(shape: tuple[int, ...]) -> str:
-            buffer = Buffer(f"t{len(self.temps)}", shape, kernel_dtype(result), "temp")
-            self.temps.append(buffer)
-            return buffer.name
-        return new_temp
+        return lambda shape: self._new_temp(shape, kernel_dtype(result))
+
+    def _new_temp(self, shape: tuple[int, ...], dtype: str) -> str:
+        buffer = Buffer(f"t{len(self.temps)}", shape, dtype, "temp")
+        self.temps.append(buffer)
+        return buffer.name
 
     def _take_caches(self) -> tuple[tuple[str, Index, Expr], ...]:
         caches, self._caches = tuple(self._caches), []
