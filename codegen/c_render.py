@@ -234,12 +234,39 @@ def _render_stage(w: _Writer, stage: Stage, parallel: bool) -> None:
         opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), True)
         value = _render_point(w, stage, {})
         w.line(f"{stage.target}[{render_index(stage.index, {})}] = {value};")
-    else:
+    elif stage.kept_outside:
         opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), False)
         _render_reduction(w, stage, parallel and not stage.loops)
+    else:
+        opened = _render_in_place(w, stage, parallel)
     for _ in range(opened):
         w.close()
     w.close()
+
+
+def _render_in_place(w: _Writer, stage: Stage, parallel: bool) -> int:
+    """A reduction in memory order (some kept loop inside a reduced one): every target element
+    starts at the identity, then each point combines into its element in place. Only a kept
+    outermost loop may run in parallel; a kept innermost loop touches a distinct element per
+    iteration, so it vectorises (contiguous when the lowering put it innermost)."""
+    target = f"{stage.target}[{render_index(stage.index, {})}]"
+    init = literal(stage.init, stage.value.dtype)
+    opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), True)
+    w.line(f"{target} = {init};")
+    for _ in range(opened):
+        w.close()
+    nest, kept = stage.nest, set(stage.loops)
+    parallel = parallel and nest[0] in kept
+    for depth, var in enumerate(nest):
+        if depth == 0 and parallel:
+            w.line(f"#pragma omp parallel for schedule(static) "
+                   f"if({_stage_work(stage)} >= {PARALLEL_MIN_WORK})")
+        elif depth == len(nest) - 1 and var in kept:
+            w.line("#pragma omp simd")
+        w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
+    value = _render_point(w, stage, {})
+    w.line(f"{target} = {_combine(stage, target, value)};")
+    return len(nest)
 
 
 def _render_point(w: _Writer, stage: Stage, names: dict[LoopVar, str]) -> str:
@@ -264,16 +291,18 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
         value = _render_point(w, stage, {})
         w.line(f"{target} = {_combine(stage, init, value)};")
         return
-    (var,) = stage.reduce_loops
+    *outer, var = stage.reduce_loops  # lanes run along the innermost reduced loop
     if var.extent < 2 * LANES:
         w.line(f"{ctype} acc = {init};")
-        w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
+        for loop in stage.reduce_loops:
+            w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
         value = _render_point(w, stage, {})
         w.line(f"acc = {_combine(stage, 'acc', value)};")
-        w.close()
+        for _ in stage.reduce_loops:
+            w.close()
         w.line(f"{target} = acc;")
         return
-    chunks = 64 if parallel and var.extent >= 64 * LANES * 4 else 1
+    chunks = 64 if parallel and not outer and var.extent >= 64 * LANES * 4 else 1
     w.line(f"{ctype} part[{chunks}];")
     if chunks > 1:  # a reduction to one value: fixed chunks, combined in order (deterministic)
         w.line("#pragma omp parallel for schedule(static)")
@@ -282,6 +311,8 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
            f"end = {var.extent} * (chunk + 1) / {chunks};")
     w.line(f"{ctype} lane[{LANES}];")
     w.line(f"for (int l = 0; l < {LANES}; l++) lane[l] = {init};")
+    for loop in outer:
+        w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
     w.line("long j0 = begin;")
     w.open(f"for (; j0 + {LANES} <= end; j0 += {LANES})")
     # gcc unrolls this short loop before its loop vectoriser sees it, and its straight-line
@@ -298,6 +329,8 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
     value = _render_point(w, stage, {})
     w.line(f"lane[0] = {_combine(stage, 'lane[0]', value)};")
     w.close()
+    for _ in outer:
+        w.close()
     for width in (8, 4, 2, 1):  # a fixed tree: the result never depends on thread timing
         w.line(f"for (int l = 0; l < {width}; l++) lane[l] = "
                f"{_combine(stage, 'lane[l]', f'lane[l + {width}]')};")

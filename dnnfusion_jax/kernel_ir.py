@@ -261,6 +261,13 @@ class Stage:
     reduce: ``target[index] = combine over reduce_loops of value``; ``loops`` are the kept
             (outer) loops, ``reduce_loops`` the reduced (inner) ones, ``init`` the identity.
 
+    ``order`` is the loop nest of a reduce stage from outermost to innermost, every loop of
+    ``loops`` and ``reduce_loops`` once; empty means the kept loops outside the reduced ones.
+    When a reduced loop is outside a kept one (memory order: a column sum reads each row once),
+    the stage first sets every target element to ``init`` and then combines into it in place,
+    point by point in nest order (``reduce_order.py`` decides; the order is fixed, so results
+    are deterministic).
+
     ``caches`` are row-local caching: ``(temp, index, expr)`` entries, each an expensive value
     this stage computes anyway (``expr`` is a sub-expression of ``value``) and also stores,
     at every point of the stage, into the row-local temporary ``temp[index]``, so that later
@@ -277,6 +284,18 @@ class Stage:
     combiner: str | None = None
     init: Any = None
     caches: tuple[tuple[str, Index, Expr], ...] = ()
+    order: tuple[LoopVar, ...] = ()
+
+    @property
+    def nest(self) -> tuple[LoopVar, ...]:
+        """Every loop of the stage, outermost first."""
+        return self.order or (*self.loops, *self.reduce_loops)
+
+    @property
+    def kept_outside(self) -> bool:
+        """Whether every kept loop is outside every reduced loop (one accumulator per target
+        element, completed before the next one starts)."""
+        return self.nest[:len(self.loops)] == self.loops or not self.reduce_loops
 
 
 @dataclass
@@ -315,6 +334,8 @@ class LoopKernel:
                              f"{render_expr(stage.value)}")
             else:
                 red = ", ".join(f"{v}<{v.extent}" for v in stage.reduce_loops)
+                if stage.order:
+                    red += " in order " + ", ".join(str(v) for v in stage.order)
                 lines.append(f"  for {loops or '()'}: {stage.target}[{stage.index}] = "
                              f"{stage.combiner}-reduce over {red}: {render_expr(stage.value)}")
             for temp, index, value in stage.caches:

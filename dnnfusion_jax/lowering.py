@@ -15,6 +15,8 @@ the last axis shares all the others), those dimensions become the parallel ``row
 temporaries shrink to one row: a row is then read from memory while it is still in cache.
 Inside the rows loop, an expensive value several stages read is computed once per element
 and kept in a row-local temporary (``row_cache``): softmax evaluates ``exp`` once.
+Reductions run in memory order (``reduce_order``), and a value a store stage computes from
+only some of its loops is computed once per point of those loops (``hoist``).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -33,10 +35,12 @@ from typing import Any
 import numpy as np
 
 from .executable import UnsupportedBlock
+from .hoist import hoist_invariants
 from .ir import Node, Var
 from .kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, delinearize,
                         expr_nodes, linearize)
 from .plan import Block
+from .reduce_order import MAX_CHUNKS, merge_contiguous_loops, split_reduction
 from .row_cache import plan_row_caches
 
 DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
@@ -66,6 +70,7 @@ LOWERABLE = frozenset(ELEMENTWISE_LOWERING) | frozenset(REDUCTIONS) | INDEX_TRAN
 MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
 MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
 MIN_PARALLEL_ROWS = 4         # fewer rows than this: parallelise each stage instead
+MAX_PARTIAL_ELEMENTS = 1 << 20  # a memory-order reduction's partial sums, without rows (heap)
 
 
 class _NotRowLocal(Exception):
@@ -194,8 +199,11 @@ class _BlockLowering:
         for var, buffer in zip(self.block.outputs, self.outputs):
             if self.producer[var].op not in REDUCTIONS:
                 self._store_stage(var, buffer)
-        kernel = LoopKernel(self.name, self.inputs, self.outputs, self.temps, self.rows,
-                            self.stages)
+        # merged copies: the row-cache plan reads self.stages with the unmerged loops
+        stages = [merge_contiguous_loops(s) if s.kind == "reduce" else s for s in self.stages]
+        limit = MAX_ROW_TEMP_ELEMENTS if self.rows else MAX_PARTIAL_ELEMENTS
+        stages = [t for s in stages for t in hoist_invariants(s, self._new_temp, limit)]
+        kernel = LoopKernel(self.name, self.inputs, self.outputs, self.temps, self.rows, stages)
         kernel.notes["input_vars"] = [var for var in self.block.inputs
                                       if var not in self.literals]
         sizes = [len(expr_nodes([stage.value])) for stage in self.stages]
@@ -225,15 +233,16 @@ class _BlockLowering:
         kept_axes = [a for a in range(operand.ndim) if a not in axes]
         k = len(self.rows)
         kept_loops = self._loops(tuple(operand.shape[a] for a in kept_axes[k:]))
-        reduced_extent = int(np.prod([operand.shape[a] for a in axes]))
-        reduced = LoopVar(f"j{self._loop_count}", reduced_extent)
-        reduced_digits = delinearize(Index.var(reduced), tuple(operand.shape[a] for a in axes))
+        # one loop per reduced axis: indices stay affine; reduce_order merges contiguous ones
+        names = [f"j{self._loop_count}"] if len(axes) == 1 else \
+            [f"j{self._loop_count}_{a}" for a in axes]
+        reduced = [LoopVar(name, operand.shape[a]) for name, a in zip(names, axes)]
         kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
         operand_index: list[Index] = [Index()] * operand.ndim
         for axis, index in zip(kept_axes, kept_index):
             operand_index[axis] = index
-        for axis, index in zip(axes, reduced_digits):
-            operand_index[axis] = index
+        for axis, var in zip(axes, reduced):
+            operand_index[axis] = Index.var(var)
         value = self.value_at(operand, operand_index)
 
         if result in self.storage:  # a block output: reduce straight into it
@@ -248,11 +257,25 @@ class _BlockLowering:
             self.storage[result] = buffer
             target = linearize(kept_index[k:] if self.rows else kept_index, shape)
         combiner = REDUCTIONS[node.op]
-        self.stages.append(Stage("reduce", buffer.name, target, value,
-                                 tuple(v for v in kept_loops if v.extent > 1),
-                                 (reduced,) if reduced.extent > 1 else (), combiner,
-                                 _identity(combiner, kernel_dtype(result)),
-                                 self._take_caches()))
+        stage = Stage("reduce", buffer.name, target, value,
+                      tuple(v for v in kept_loops if v.extent > 1),
+                      tuple(v for v in reduced if v.extent > 1), combiner,
+                      _identity(combiner, kernel_dtype(result)), self._take_caches())
+        memory = {b.name for b in (*self.inputs, *self.outputs)}
+        if self.rows:
+            chunks, limit = 1, MAX_ROW_TEMP_ELEMENTS
+        else:
+            chunks, limit = MAX_CHUNKS, MAX_PARTIAL_ELEMENTS
+        self.stages.extend(split_reduction(stage, memory, self._partial_temp(result),
+                                           chunks, limit))
+
+    def _partial_temp(self, result: Var):
+        return lambda shape: self._new_temp(shape, kernel_dtype(result))
+
+    def _new_temp(self, shape: tuple[int, ...], dtype: str) -> str:
+        buffer = Buffer(f"t{len(self.temps)}", shape, dtype, "temp")
+        self.temps.append(buffer)
+        return buffer.name
 
     def _take_caches(self) -> tuple[tuple[str, Index, Expr], ...]:
         caches, self._caches = tuple(self._caches), []
