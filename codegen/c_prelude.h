@@ -84,6 +84,19 @@ static inline float dnf_logf(float x) {
   return x != x ? x : result;
 }
 
+/* log(1+x) by Goldberg's correction: with u = 1+x rounded, log(u)·x/(u-1) cancels the rounding
+ * of u to first order (about 2 ulp with dnf_logf); u == 1 means |x| is below half an ulp of 1,
+ * where log1p(x) = x. Branch-free so loops vectorise (glibc's log1pf is scalar: it kept a
+ * batch-norm + mish kernel at ~130 ns per element). */
+static inline float dnf_log1pf(float x) {
+  float u = 1.0f + x;
+  float corrected = dnf_logf(u) * (x / (u - 1.0f));
+  float result = u == 1.0f ? x : corrected;
+  result = u == INFINITY ? INFINITY : result;   /* x = +inf (or huge): inf/inf would be NaN */
+  result = u == 0.0f ? -INFINITY : result;      /* x = -1 */
+  return x != x ? x : result;
+}
+
 /* tanh as XLA:CPU computes it (Eigen's rational form): odd degree-13 over even degree-6 on x
  * clamped to ±7.905 (beyond, tanh rounds to ±1), x itself below 4e-4. About 4.6 ulp at worst,
  * as XLA's own (the previous expm1-based form was 2.8 ulp and twice the cost). */

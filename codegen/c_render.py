@@ -35,7 +35,7 @@ C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t",
 _FLOAT_FUNCTIONS = {
     # op: (f32 spelling, f64 spelling); {0} {1} are the operands
     "exp": ("dnf_expf({0})", "exp({0})"), "exp2": ("exp2f({0})", "exp2({0})"),
-    "log": ("dnf_logf({0})", "log({0})"), "log1p": ("log1pf({0})", "log1p({0})"),
+    "log": ("dnf_logf({0})", "log({0})"), "log1p": ("dnf_log1pf({0})", "log1p({0})"),
     "expm1": ("dnf_expm1f({0})", "expm1({0})"), "tanh": ("dnf_tanhf({0})", "tanh({0})"),
     "logistic": ("dnf_logisticf({0})", "(1.0 / (1.0 + exp(-{0})))"),
     "sqrt": ("sqrtf({0})", "sqrt({0})"), "rsqrt": ("(1.0f / sqrtf({0}))", "(1.0 / sqrt({0}))"),
