@@ -11,6 +11,8 @@ static inline float dnf_bits_to_float(int32_t bits) { float f; memcpy(&f, &bits,
 static inline int32_t dnf_float_to_bits(float f) { int32_t b; memcpy(&b, &f, 4); return b; }
 
 /* XLA's max/min propagate NaN from either side (C's fmaxf does not). */
+/* An index clamped into [0, last]: for reads whose value a select may discard. */
+static inline long dnf_clamp_index(long i, long last) { return i < 0 ? 0 : (i > last ? last : i); }
 static inline float dnf_maxf(float a, float b) { return (a != a || a > b) ? a : b; }
 static inline float dnf_minf(float a, float b) { return (a != a || a < b) ? a : b; }
 static inline double dnf_max(double a, double b) { return (a != a || a > b) ? a : b; }

@@ -137,10 +137,24 @@ def render_index(index: Index, names: dict[LoopVar, str]) -> str:
     return " + ".join(parts)
 
 
+def _load_index(w: "_Writer", load: Expr, names: dict[LoopVar, str]) -> str:
+    """A load's index, clamped into its buffer where its bounds leave it. Concatenate and pad
+    are predicated reads: every branch of the ``select`` is evaluated (branch-free, so loops
+    vectorise) and the unselected ones may point outside their buffer; their values are
+    discarded, but an unclamped read past the end can fault (seen in Faster R-CNN)."""
+    name, index = load.attrs
+    text = render_index(index, names)
+    last = max(w.sizes.get(name, 1), 1) - 1
+    if index.lower() < 0 or index.upper() > last:
+        return f"dnf_clamp_index({text}, {last})"
+    return text
+
+
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, sizes: dict[str, int] | None = None) -> None:
         self.lines: list[str] = []
         self.depth = 1
+        self.sizes = sizes or {}  # buffer name -> elements, for bounds of loads
 
     def line(self, text: str) -> None:
         self.lines.append("  " * self.depth + text)
@@ -156,7 +170,7 @@ class _Writer:
 
 def render_c(kernel: LoopKernel) -> str:
     """The complete C translation unit of ``kernel`` (prelude included)."""
-    w = _Writer()
+    w = _Writer({b.name: b.size for b in (*kernel.inputs, *kernel.outputs, *kernel.temps)})
     for k, buffer in enumerate(kernel.inputs):
         w.line(f"const {C_TYPES[buffer.dtype]} *restrict {buffer.name} = "
                f"(const {C_TYPES[buffer.dtype]} *)in_[{k}];")
@@ -203,7 +217,7 @@ def _render_body(w: _Writer, roots: list[Expr], names: dict[LoopVar, str]) -> li
             spelled[expr] = literal(expr.attrs[0], expr.dtype)
             continue
         if expr.op == "load":
-            text = f"{expr.attrs[0]}[{render_index(expr.attrs[1], names)}]"
+            text = f"{expr.attrs[0]}[{_load_index(w, expr, names)}]"
         elif expr.op == "index":
             text = f"(({C_TYPES[expr.dtype]})({render_index(expr.attrs[0], names)}))"
         elif expr.op == "convert":

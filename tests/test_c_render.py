@@ -1,0 +1,32 @@
+"""The C renderer's memory safety: every load stays inside its buffer.
+
+Concatenate and pad lower to predicated reads: a ``select`` whose branches load from different
+inputs, all evaluated (branch-free, so loops vectorise). The unselected loads may point past
+their buffer; their values are discarded, but the read itself can fault (it crashed Faster
+R-CNN once), so the renderer clamps exactly the loads whose index bounds leave their buffer.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codegen.c_backend import c_kernel_source
+from dnnfusion_jax.plan import whole_graph_block
+from dnnfusion_jax.trace import trace_function
+
+
+def c_source(fn, *args):
+    graph = trace_function(fn, list(args)).graph
+    return c_kernel_source(whole_graph_block(graph), graph.constants)[1].split("void dnf_")[1]
+
+
+def test_predicated_concatenate_reads_are_clamped_into_their_buffers():
+    a, b = np.ones((20, 4), np.float32), np.ones((80, 4), np.float32)
+    source = c_source(lambda a, b: jnp.maximum(jnp.concatenate([a, b], 0), 0.0) * 2, a, b)
+    assert "in0[dnf_clamp_index(" in source and ", 79)]" in source  # a: 80 elements
+    assert "in1[dnf_clamp_index(" in source and ", 319)]" in source  # b: 320 elements
+
+
+def test_pad_reads_are_clamped_and_plain_reads_are_not():
+    x = np.ones((8, 16), np.float32)
+    assert "dnf_clamp_index(" in c_source(lambda x: jnp.pad(x, ((1, 1), (2, 0))) + 1.0, x)
+    assert "dnf_clamp_index(" not in c_source(jax.nn.softmax, x)
