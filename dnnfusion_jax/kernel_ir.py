@@ -124,11 +124,11 @@ class Index:
 
     def upper(self) -> int:
         """The largest value the expression can take."""
-        return self.const + sum(c * _atom_upper(a) for a, c in self.terms if c > 0)
+        return self.const + sum(c * _atom_bounds(a)[1 if c > 0 else 0] for a, c in self.terms)
 
     def lower(self) -> int:
-        """The smallest value the expression can take (atoms are never negative)."""
-        return self.const + sum(c * _atom_upper(a) for a, c in self.terms if c < 0)
+        """The smallest value the expression can take."""
+        return self.const + sum(c * _atom_bounds(a)[0 if c > 0 else 1] for a, c in self.terms)
 
     def __str__(self) -> str:
         parts = [str(a) if c == 1 else f"{a}*{c}" for a, c in self.terms]
@@ -145,12 +145,18 @@ def _atom_value(atom: Atom, env: dict[LoopVar, int]) -> int:
     return atom.index.evaluate(env) // atom.divisor % atom.modulus
 
 
-def _atom_upper(atom: Atom) -> int:
+def _atom_bounds(atom: Atom) -> tuple[int, int]:
+    """(lowest, highest) value of an atom. A Div or Mod of an index that can be negative (the
+    unselected branch of a predicated pad/concatenate read) is bounded for both floor division
+    (the IR's meaning) and C's truncating ``/`` and ``%``, so that bounds checks stay safe."""
     if isinstance(atom, LoopVar):
-        return atom.extent - 1
+        return 0, atom.extent - 1
+    low, high = atom.index.lower(), atom.index.upper()
     if isinstance(atom, Div):
-        return atom.index.upper() // atom.divisor
-    return min(atom.modulus - 1, atom.index.upper() // atom.divisor)
+        return low // atom.divisor, high // atom.divisor
+    if low >= 0:
+        return 0, min(atom.modulus - 1, high // atom.divisor)
+    return -(atom.modulus - 1), atom.modulus - 1
 
 
 def _normalise(terms: dict[Atom, int], const: int) -> Index:

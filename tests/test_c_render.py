@@ -30,3 +30,20 @@ def test_pad_reads_are_clamped_and_plain_reads_are_not():
     x = np.ones((8, 16), np.float32)
     assert "dnf_clamp_index(" in c_source(lambda x: jnp.pad(x, ((1, 1), (2, 0))) + 1.0, x)
     assert "dnf_clamp_index(" not in c_source(jax.nn.softmax, x)
+
+
+def test_concatenated_reshapes_are_clamped_and_match_jax():
+    """Faster R-CNN's FPN: levels reshaped to (positions, channels) and concatenated. The later
+    levels' reads divide a shifted (negative in unselected rows) flat index."""
+    import dnnfusion_jax as dnnfusion
+    rng = np.random.default_rng(0)
+    levels = [rng.standard_normal((n, n, 8)).astype(np.float32) for n in (8, 4, 2)]
+    bias = rng.standard_normal(8).astype(np.float32)
+
+    def fpn(a, b, c, bias):
+        return jnp.concatenate([(t + bias).reshape(-1, 8) for t in (a, b, c)], 0)
+
+    source = c_source(fpn, *levels, bias)
+    assert "dnf_clamp_index(" in source
+    got = dnnfusion.jit(fpn, backend="c", fallback=False)(*levels, bias)
+    np.testing.assert_allclose(got, jax.jit(fpn)(*levels, bias), rtol=1e-6)
