@@ -144,8 +144,9 @@ def _load_index(w: "_Writer", load: Expr, names: dict[LoopVar, str]) -> str:
     discarded, but an unclamped read past the end can fault (seen in Faster R-CNN)."""
     name, index = load.attrs
     text = render_index(index, names)
-    last = max(w.sizes.get(name, 1), 1) - 1
-    if index.lower() < 0 or index.upper() > last:
+    last = max(w.sizes[name], 1) - 1
+    low, high = index.bounds()
+    if low < 0 or high > last:
         return f"dnf_clamp_index({text}, {last})"
     return text
 

@@ -176,7 +176,8 @@ class _Renderer:
         if any(var.extent > 1 and all(a != var for a, _ in index.terms) for var in rows):
             return None
         local_index = Index(tuple(local), index.const)
-        if local_index.lower() < 0 or local_index.upper() >= size:
+        low, high = local_index.bounds()
+        if low < 0 or high >= size:
             return None
         return local_index
 

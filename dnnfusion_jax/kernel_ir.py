@@ -101,7 +101,8 @@ class Index:
         quotient = Index(tuple((a, c // divisor) for a, c in self.terms if c % divisor == 0),
                          self.const // divisor)
         rest = Index(tuple((a, c) for a, c in self.terms if c % divisor), self.const % divisor)
-        if 0 <= rest.lower() and rest.upper() < divisor:
+        low, high = rest.bounds()
+        if 0 <= low and high < divisor:
             return quotient
         return Index(((Div(self, divisor), 1),))
 
@@ -114,7 +115,8 @@ class Index:
             return Index()
         period = divisor * modulus  # terms that are multiples of the period never matter
         reduced = Index(tuple((a, c) for a, c in self.terms if c % period), self.const % period)
-        if reduced.lower() >= 0 and reduced.upper() // divisor < modulus:
+        low, high = reduced.bounds()
+        if low >= 0 and high // divisor < modulus:
             return reduced // divisor
         return Index(((Mod(reduced, divisor, modulus), 1),))
 
@@ -122,13 +124,22 @@ class Index:
         """The value at one point: ``env`` gives every loop variable's value."""
         return self.const + sum(c * _atom_value(a, env) for a, c in self.terms)
 
+    def bounds(self) -> tuple[int, int]:
+        """(smallest, largest) value the expression can take, in one pass over its atoms."""
+        low = high = self.const
+        for atom, coef in self.terms:
+            atom_low, atom_high = _atom_bounds(atom)
+            low += coef * (atom_low if coef > 0 else atom_high)
+            high += coef * (atom_high if coef > 0 else atom_low)
+        return low, high
+
     def upper(self) -> int:
         """The largest value the expression can take."""
-        return self.const + sum(c * _atom_bounds(a)[1 if c > 0 else 0] for a, c in self.terms)
+        return self.bounds()[1]
 
     def lower(self) -> int:
         """The smallest value the expression can take."""
-        return self.const + sum(c * _atom_bounds(a)[0 if c > 0 else 1] for a, c in self.terms)
+        return self.bounds()[0]
 
     def __str__(self) -> str:
         parts = [str(a) if c == 1 else f"{a}*{c}" for a, c in self.terms]
@@ -151,7 +162,7 @@ def _atom_bounds(atom: Atom) -> tuple[int, int]:
     (the IR's meaning) and C's truncating ``/`` and ``%``, so that bounds checks stay safe."""
     if isinstance(atom, LoopVar):
         return 0, atom.extent - 1
-    low, high = atom.index.lower(), atom.index.upper()
+    low, high = atom.index.bounds()  # one walk: separate lower()/upper() doubled per level
     if isinstance(atom, Div):
         return low // atom.divisor, high // atom.divisor
     if low >= 0:
