@@ -25,28 +25,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from dnnfusion_jax.executable import Kernel, UnsupportedBlock
+from dnnfusion_jax.executable import Kernel
 from dnnfusion_jax.ir import Node, Var
-from dnnfusion_jax.lowering import lower_block, unsupported_reason
+from dnnfusion_jax.lowering import lower_block
 from dnnfusion_jax.plan import Block
 
 from .c_render import render_c
 from .compile_cache import build_shared_library
 from .ffi_runtime import call_kernel, kernel_id_for, load_kernel
+from .kernel_blocks import kernel_fusible, require_kernel_block
 
 HOST_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
               "-std=gnu11", "-lm")
 """gcc flags for host kernels. No -ffast-math: it changes inf/NaN results; the two -fno flags
 keep IEEE results and let gcc vectorise calls like floorf (errno and traps block it)."""
-
-XLA_PREFERRED = {
-    "dot_general": "XLA's GEMM is faster than a generated loop nest",
-    "conv_general_dilated": "XLA's convolution is faster than a generated loop nest",
-}
-"""Primitives left to XLA on purpose, with the reason shown in reports."""
-
-LAYOUT_ONLY = frozenset({"reshape", "squeeze", "expand_dims", "copy"})
-
 
 def kernel_symbol(source: str) -> str:
     """The C function name of a kernel: unique per source, so many fit in one file."""
@@ -75,15 +67,10 @@ class CBackend:
 
     def fusible(self, node: Node) -> str | None:
         """Why ``node`` may not join a C kernel with others (None: it may)."""
-        return XLA_PREFERRED.get(node.op) or unsupported_reason(node)
+        return kernel_fusible(node)
 
     def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
-        for node in block.nodes:
-            reason = XLA_PREFERRED.get(node.op)
-            if reason:
-                raise UnsupportedBlock(f"{node.op}: {reason}")
-        if all(node.op in LAYOUT_ONLY for node in block.nodes):
-            raise UnsupportedBlock("only reshapes: a free bitcast in XLA")
+        require_kernel_block(block)
         symbol, source, loop_kernel = c_kernel_source(block, constants)
         library = build_shared_library(source, compiler=self.compiler, flags=self.flags,
                                        cache_dir=self.cache_dir)

@@ -42,10 +42,10 @@ from jax.experimental import pallas as pl
 from dnnfusion_jax.executable import Kernel, UnsupportedBlock
 from dnnfusion_jax.ir import Node, Var
 from dnnfusion_jax.kernel_ir import LoopKernel
-from dnnfusion_jax.lowering import lower_block, unsupported_reason
+from dnnfusion_jax.lowering import NUMPY_DTYPES, lower_block
 from dnnfusion_jax.plan import Block
 
-from .c_backend import LAYOUT_ONLY, XLA_PREFERRED
+from .kernel_blocks import kernel_fusible, require_kernel_block
 from .pallas_render import Unrenderable, render_pallas
 
 GPU_BLOCK_BYTES = 1 << 16
@@ -73,16 +73,13 @@ def default_block_rows(kernel: LoopKernel, device_kind: str, interpret: bool) ->
     rows = math.prod(v.extent for v in kernel.rows) if kernel.rows else 1
     if interpret or rows == 1:
         return rows
-    row_bytes = sum(b.size // rows * np.dtype(_NUMPY[b.dtype]).itemsize
+    row_bytes = sum(b.size // rows * np.dtype(NUMPY_DTYPES[b.dtype]).itemsize
                     for b in (*kernel.inputs, *kernel.outputs) if b.size % rows == 0)
     best = 1
     while rows % (best * 2) == 0 and best * 2 * row_bytes <= GPU_BLOCK_BYTES:
         best *= 2
     return best
 
-
-_NUMPY = {"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64",
-          "u32": "uint32", "u8": "uint8", "i8": "int8", "bool": "bool"}
 
 NAMESPACE = {"jax": jax, "jnp": jnp, "lax": lax, "np": np, "pl": pl}
 """What generated source may refer to (plus ``INTERPRET``)."""
@@ -111,16 +108,11 @@ class PallasBackend:
 
     def fusible(self, node: Node) -> str | None:
         """Why ``node`` may not join a Pallas kernel with others (None: it may)."""
-        return XLA_PREFERRED.get(node.op) or unsupported_reason(node)
+        return kernel_fusible(node)
 
     def source(self, block: Block, constants: Mapping[Var, Any] = {}) -> tuple[str, LoopKernel]:
         """(Python source, loop kernel) of ``block``; raises UnsupportedBlock."""
-        for node in block.nodes:
-            reason = XLA_PREFERRED.get(node.op)
-            if reason:
-                raise UnsupportedBlock(f"{node.op}: {reason}")
-        if all(node.op in LAYOUT_ONLY for node in block.nodes):
-            raise UnsupportedBlock("only reshapes: a free bitcast in XLA")
+        require_kernel_block(block)
         loop_kernel = lower_block(block, constants, name=kernel_name(block))
         device_kind = jax.devices()[0].device_kind
         rows = self.block_rows(loop_kernel, device_kind) if self.block_rows else None

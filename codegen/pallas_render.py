@@ -40,8 +40,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from dnnfusion_jax.kernel_ir import (Buffer, Div, Expr, Index, LoopKernel, LoopVar, Stage,
                                      expr_nodes, render_expr)
 

@@ -46,6 +46,8 @@ from .row_cache import plan_row_caches
 DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
           "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool"}
 """numpy dtype name → kernel IR dtype; anything else keeps the block in XLA."""
+NUMPY_DTYPES = {ir: name for name, ir in DTYPES.items()}
+"""kernel IR dtype → numpy dtype name."""
 
 _SAME_NAME_OPS = """neg abs exp exp2 log log1p expm1 tanh logistic sqrt rsqrt cbrt sin cos tan
     floor ceil sign erf erfc is_finite not add sub mul div rem max min pow atan2 and or xor

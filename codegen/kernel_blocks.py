@@ -1,0 +1,49 @@
+"""Which blocks a kernel backend (C, Pallas) takes, and which it leaves to XLA: one policy for
+every backend that renders the kernel IR, so they fall back for the same reasons.
+
+Left to XLA: GEMMs and convolutions (``XLA_PREFERRED``: its are fast; we fuse around them), a
+block of reshapes alone (a free bitcast in XLA), and what the lowering cannot express
+(``lowering.unsupported_reason``).
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from dnnfusion_jax.trace import trace_function
+    >>> from dnnfusion_jax.plan import whole_graph_block
+    >>> g = trace_function(lambda a, b: a @ b, [jnp.ones((4, 4)), jnp.ones((4, 4))]).graph
+    >>> kernel_fusible(g.nodes[0])
+    "XLA's GEMM is faster than a generated loop nest"
+    >>> require_kernel_block(whole_graph_block(g))
+    Traceback (most recent call last):
+    ...
+    dnnfusion_jax.executable.UnsupportedBlock: dot_general: XLA's GEMM is faster than a generated loop nest
+"""
+from __future__ import annotations
+
+from dnnfusion_jax.executable import UnsupportedBlock
+from dnnfusion_jax.ir import Node
+from dnnfusion_jax.lowering import unsupported_reason
+from dnnfusion_jax.plan import Block
+
+XLA_PREFERRED = {
+    "dot_general": "XLA's GEMM is faster than a generated loop nest",
+    "conv_general_dilated": "XLA's convolution is faster than a generated loop nest",
+}
+"""Primitives left to XLA on purpose, with the reason shown in reports."""
+
+LAYOUT_ONLY = frozenset({"reshape", "squeeze", "expand_dims", "copy"})
+"""Primitives that are a bitcast in XLA: a block of only these is not worth a kernel."""
+
+
+def kernel_fusible(node: Node) -> str | None:
+    """Why ``node`` may not join a generated kernel with others (None: it may)."""
+    return XLA_PREFERRED.get(node.op) or unsupported_reason(node)
+
+
+def require_kernel_block(block: Block) -> None:
+    """Raises UnsupportedBlock, with the reason, when ``block`` should stay with XLA."""
+    for node in block.nodes:
+        reason = XLA_PREFERRED.get(node.op)
+        if reason:
+            raise UnsupportedBlock(f"{node.op}: {reason}")
+    if all(node.op in LAYOUT_ONLY for node in block.nodes):
+        raise UnsupportedBlock("only reshapes: a free bitcast in XLA")
