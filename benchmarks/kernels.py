@@ -5,19 +5,24 @@ GELU/SiLU chains, a transpose sandwich, a plain elementwise chain, and a BERT-ba
 (GEMMs stay in XLA). Also printed: the compile cache, first-run compile time against a second
 process that compiles nothing.
 
-Method. For every workload three functions are timed call by call, interleaved (jax.jit,
-dnnfusion, and a copy: ``jax.jit(x + 0)`` on an array of half the bytes the workload reads and
-writes, so it moves the same bytes), and the median of each is reported (the minimum too,
-with ``--min``). "% copy" is copy ms / dnnfusion ms: how close a fused kernel comes to a copy
-of its own traffic, measured the same way and in the same moment. It says nothing for BERT
-(GEMM-bound), which gets "-".
+Method. Inputs live on the device (``jax.device_put``), as a user's arrays do: numpy inputs
+would add a host-to-device copy of every input to every call, for both sides. For every
+workload three functions are timed call by call, interleaved (jax.jit, dnnfusion, and a copy:
+``jax.jit(x + 0)`` on an array of half the bytes the workload reads and writes, so it moves the
+same bytes), and the median of each is reported (the minimum too, with ``--min``). "% copy" is
+copy ms / dnnfusion ms: how close a fused kernel comes to a copy of its own traffic, measured
+the same way and in the same moment. It says nothing for BERT (GEMM-bound), which gets "-".
 
-Regime. Every buffer stays below glibc's 32 MiB mmap threshold, so no call pays first-touch
-page faults on fresh buffers (see ../shared/ENGINEERING.md). The rows of 4096x1024 (16 MiB in,
-16 MiB out) fit this machine's 32 MiB L3 together, so they measure a mostly cache-resident
-regime; "softmax 8000x1024" (2 x 31 MiB) does not fit and measures DRAM bandwidth.
+Regimes. glibc serves large allocations with fresh ``mmap``s whose pages fault on first touch
+(~8 ms per 32 MiB here; see ../shared/ENGINEERING.md), and whether a call pays that depends on
+the allocation history of the process: XLA's temporaries often do, our single-kernel blocks
+rarely. So the table is printed twice: "default" is the allocator as every JAX user has it;
+"warm heap" reruns this script with ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and
+``MALLOC_TOP_PAD_`` set large, so that no call of either side faults and the kernels alone
+are compared. The rows of 4096x1024 (16 MiB in, 16 MiB out) fit this machine's 32 MiB L3
+together; "softmax 8000x1024" (2 x 31 MiB) does not and measures DRAM bandwidth.
 
-Run: python3 benchmarks/kernels.py [--repeats N] [--min]
+Run: python3 benchmarks/kernels.py [--repeats N] [--min] [--regime default|warm|both]
 """
 from __future__ import annotations
 
@@ -107,13 +112,27 @@ def compile_cache_demo():
     return runs
 
 
+WARM_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
+             "MALLOC_TOP_PAD_": str(1 << 30)}
+"""glibc tunables that keep freed memory in the heap, so no buffer is a fresh mmap."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--min", action="store_true", help="also print minimum times")
+    parser.add_argument("--regime", choices=["default", "warm", "both"], default="both",
+                        help="allocator regime (see the module docstring); both: default "
+                             "here, then warm heap in a second process")
     args = parser.parse_args()
+    if args.regime == "warm" and not all(os.environ.get(k) == v for k, v in WARM_HEAP.items()):
+        # glibc reads its tunables at start-up: run again with them set
+        argv = [sys.executable, __file__, "--repeats", str(args.repeats), "--regime", "warm"]
+        os.execve(sys.executable, argv + (["--min"] if args.min else []),
+                  {**os.environ, **WARM_HEAP})
+    regime = "warm heap (MALLOC_* tunables)" if args.regime == "warm" else "default allocator"
     print(f"jax {jax.__version__}, {os.cpu_count()} cores, backend c vs jax.jit (XLA:CPU); "
-          f"median of {args.repeats} interleaved calls")
+          f"median of {args.repeats} interleaved calls; {regime}")
     header = f"{'workload':24} {'jax.jit ms':>10} {'dnnfusion ms':>12} {'ratio':>6}"
     if args.min:
         header += f" {'min ratio':>9}"
@@ -121,17 +140,18 @@ def main() -> None:
     from dnnfusion_jax.xla_hlo import xla_kernels
     copy = jax.jit(lambda x: x + 0.0)
     for name, fn, inputs in workloads():
+        inputs = jax.device_put(inputs)
         reference = jax.jit(fn)
         fused = dnnfusion.jit(fn, backend="c")
         got, want = fused(*inputs), reference(*inputs)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
         memory_bound = not name.startswith("BERT")
-        moved = sum(np.asarray(x).nbytes for x in jax.tree.leaves((inputs, want)))
+        moved = sum(x.nbytes for x in jax.tree.leaves((inputs, want)))
         fns, fn_args = [reference, fused], [inputs, inputs]
         if memory_bound:
             fns.append(copy)
-            fn_args.append((copy_input(moved),))
+            fn_args.append((jax.device_put(copy_input(moved)),))
         times = interleaved_ms(fns, fn_args, args.repeats)
         ref_ms, fused_ms = (statistics.median(t) for t in times[:2])
         line = f"{name:24} {ref_ms:10.3f} {fused_ms:12.3f} {ref_ms / fused_ms:5.2f}x"
@@ -145,10 +165,17 @@ def main() -> None:
         blocks = fused.explain(*inputs).summary()["blocks"]
         kernels = xla_kernels(fn, *inputs).count
         print(f"{line} {blocks:6d} {kernels:11d}", flush=True)
+    if args.regime == "warm":
+        return
     first, second = compile_cache_demo()
     print(f"compile cache, BERT-base layer: first process {first[0]} s to first result "
           f"({first[1]} kernels compiled in {first[2]} s); second process {second[0]} s "
-          f"({second[1]} compiled)")
+          f"({second[1]} compiled)", flush=True)
+    if args.regime == "both":
+        print()
+        argv = [sys.executable, __file__, "--repeats", str(args.repeats), "--regime", "warm"]
+        subprocess.run(argv + (["--min"] if args.min else []), env={**os.environ, **WARM_HEAP},
+                       check=True)
 
 
 if __name__ == "__main__":

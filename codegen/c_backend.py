@@ -35,10 +35,11 @@ from .compile_cache import build_shared_library
 from .ffi_runtime import call_kernel, kernel_id_for, load_kernel
 from .kernel_blocks import kernel_fusible, require_kernel_block
 
-HOST_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+HOST_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
               "-std=gnu11", "-lm")
 """gcc flags for host kernels. No -ffast-math: it changes inf/NaN results; the two -fno flags
-keep IEEE results and let gcc vectorise calls like floorf (errno and traps block it)."""
+keep IEEE results and let gcc vectorise calls like floorf (errno and traps block it).
+-fopenmp-simd honours ``#pragma omp simd`` without OpenMP's threads (see c_abi.h)."""
 
 def kernel_symbol(source: str) -> str:
     """The C function name of a kernel: unique per source, so many fit in one file."""
@@ -51,7 +52,7 @@ def c_kernel_source(block: Block, constants: Mapping[Var, Any]) -> tuple[str, st
     draft = render_c(loop_kernel)
     symbol = kernel_symbol(draft)
     loop_kernel.name = symbol
-    return symbol, draft.replace("void dnf_kernel(", f"void {symbol}(", 1), loop_kernel
+    return symbol, draft.replace("dnf_kernel", symbol), loop_kernel
 
 
 class CBackend:

@@ -1,9 +1,11 @@
 """Renders a kernel IR ``LoopKernel`` as one C function (the C code generator).
 
-The function has the fixed ABI ``void NAME(const void *const *in, void *const *out)``: the
-buffers in order, shapes baked in. Loops follow the IR: the rows loop (if any) is the OpenMP
-parallel loop and the stages run inside it; otherwise each stage parallelises its own outer
-loop. Reductions accumulate in ``LANES`` independent lanes, which gcc vectorises without
+The function has the fixed ABI of ``c_abi.h``, ``void NAME(const void *const *in, void *const
+*out, const dnf_runtime *rt)``: the buffers in order, shapes baked in. Loops follow the IR: the
+rows loop (if any) is the parallel loop and the stages run inside it; otherwise each stage
+parallelises its own outer loop. A parallel loop's body becomes a static function of a range
+``[begin, end)`` that reads the buffers from a context struct, handed to ``rt->parallel_for``
+(the caller's threads: XLA's pool under the FFI). Reductions accumulate in ``LANES`` independent lanes, which gcc vectorises without
 ``-ffast-math`` (the summation order is written out, not licensed by a flag). Operations are
 spelled by ``C_OPS``, one entry per kernel IR operation, with helpers from ``c_prelude.h``.
 
@@ -25,9 +27,10 @@ from typing import Any
 
 from dnnfusion_jax.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
 
-PRELUDE = (Path(__file__).with_name("c_prelude.h")).read_text()
+C_ABI = Path(__file__).with_name("c_abi.h").read_text()
+PRELUDE = C_ABI + Path(__file__).with_name("c_prelude.h").read_text()
 LANES = 16               # independent accumulators per reduction: one AVX-512 vector of f32
-PARALLEL_MIN_WORK = 1 << 15  # fewer elements than this run on one thread (OpenMP costs ~µs)
+PARALLEL_MIN_WORK = 1 << 15  # fewer elements than this run on one thread (a hand-off costs ~µs)
 
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t",
            "u32": "uint32_t", "u8": "uint8_t", "i8": "int8_t", "bool": "uint8_t"}
@@ -152,10 +155,17 @@ def _load_index(w: "_Writer", load: Expr, names: dict[LoopVar, str]) -> str:
 
 
 class _Writer:
-    def __init__(self, sizes: dict[str, int] | None = None) -> None:
+    """Lines of C at an indentation depth. A parallel loop's body is written into a function
+    of its own (``open_parallel``) and replaced, in the kernel, by a ``parallel_for`` call."""
+
+    def __init__(self, kernel_name: str, sizes: dict[str, int], context: list[str]) -> None:
+        self.kernel_name = kernel_name
         self.lines: list[str] = []
         self.depth = 1
-        self.sizes = sizes or {}  # buffer name -> elements, for bounds of loads
+        self.sizes = sizes  # buffer name -> elements, for bounds of loads
+        self.context = context  # the locals every parallel body declares from ``c``
+        self.functions: list[str] = []  # the parallel bodies, in order
+        self._parallel: tuple | None = None  # the kernel's state while a body is written
 
     def line(self, text: str) -> None:
         self.lines.append("  " * self.depth + text)
@@ -167,22 +177,67 @@ class _Writer:
     def close(self) -> None:
         self.depth -= 1
         self.line("}")
+        if self._parallel is not None and self.depth == 1:  # the body's loop is closed
+            self._end_parallel()
+
+    def open_parallel(self, var: str, extent: int, work: int,
+                      scratch: tuple[str, str] | None = None) -> None:
+        """Opens ``for (var in [0, extent))`` as a parallel loop when ``work`` (elements) pays
+        for a hand-off, else as a plain loop. ``scratch``: (C type, name) of a local array of
+        the kernel that the body writes too; the body sees it through ``c->scratch``."""
+        if work < PARALLEL_MIN_WORK or extent < 2:
+            self.open(f"for (long {var} = 0; {var} < {extent}; {var}++)")
+            return
+        assert self._parallel is None, "parallel loops do not nest"
+        body = f"{self.kernel_name}_body{len(self.functions)}"
+        self._parallel = (self.lines, self.depth, body, extent, scratch)
+        self.lines, self.depth = [], 1
+        self.line("const dnf_context *c = (const dnf_context *)ctx_;")
+        for declaration in self.context:
+            self.line(declaration)
+        if scratch is not None:
+            ctype, name = scratch
+            self.line(f"{ctype} *{name} = ({ctype} *)c->scratch;")
+        self.open(f"for (long {var} = begin; {var} < end; {var}++)")
+
+    def _end_parallel(self) -> None:
+        lines, depth, body, extent, scratch = self._parallel
+        self.functions.append(f"static void {body}(void *ctx_, long begin, long end) {{\n"
+                              + "\n".join(self.lines) + "\n}\n")
+        self.lines, self.depth, self._parallel = lines, depth, None
+        if scratch is not None:
+            self.line(f"c.scratch = {scratch[1]};")
+        self.line(f"rt->parallel_for(rt, {extent}, {body}, &c);")
 
 
 def render_c(kernel: LoopKernel) -> str:
-    """The complete C translation unit of ``kernel`` (prelude included)."""
-    w = _Writer({b.name: b.size for b in (*kernel.inputs, *kernel.outputs, *kernel.temps)})
+    """The complete C translation unit of ``kernel`` (ABI and prelude included)."""
+    # The kernel's buffers (heap temps too; row temps live in the body) in a context struct,
+    # and as the locals a parallel body declares from it.
+    buffers = [*kernel.inputs, *kernel.outputs, *([] if kernel.rows else kernel.temps)]
+    fields, context = [], []
+    for buffer in buffers:
+        pointer = ("const " if buffer in kernel.inputs else "") + C_TYPES[buffer.dtype] + " *"
+        fields.append(f"{pointer}{buffer.name};")
+        context.append(f"{pointer}restrict {buffer.name} = c->{buffer.name};")
+    sizes = {b.name: b.size for b in (*kernel.inputs, *kernel.outputs, *kernel.temps)}
+    w = _Writer(kernel.name, sizes, context)
     for k, buffer in enumerate(kernel.inputs):
         w.line(f"const {C_TYPES[buffer.dtype]} *restrict {buffer.name} = "
                f"(const {C_TYPES[buffer.dtype]} *)in_[{k}];")
     for k, buffer in enumerate(kernel.outputs):
         w.line(f"{C_TYPES[buffer.dtype]} *restrict {buffer.name} = "
                f"({C_TYPES[buffer.dtype]} *)out_[{k}];")
+    if not kernel.rows:
+        for temp in kernel.temps:
+            w.line(f"{C_TYPES[temp.dtype]} *{temp.name} = ({C_TYPES[temp.dtype]} *)"
+                   f"malloc(sizeof({C_TYPES[temp.dtype]}) * {max(temp.size, 1)});")
+    w.line(f"dnf_context c = {{{', '.join(b.name for b in buffers)}}};")
+    w.line("(void)c; (void)rt;  /* unread by a kernel without parallel loops */")
     if kernel.rows:
         rows = math.prod(v.extent for v in kernel.rows)
         work = rows * max((_stage_work(s) for s in kernel.stages), default=1)
-        w.line(f"#pragma omp parallel for schedule(static) if({work} >= {PARALLEL_MIN_WORK})")
-        w.open(f"for (long r = 0; r < {rows}; r++)")
+        w.open_parallel("r", rows, work)
         stride = rows
         for var in kernel.rows:
             stride //= var.extent
@@ -194,16 +249,16 @@ def render_c(kernel: LoopKernel) -> str:
             _render_stage(w, stage, parallel=False)
         w.close()
     else:
-        for temp in kernel.temps:
-            w.line(f"{C_TYPES[temp.dtype]} *{temp.name} = ({C_TYPES[temp.dtype]} *)"
-                   f"malloc(sizeof({C_TYPES[temp.dtype]}) * {max(temp.size, 1)});")
         for stage in kernel.stages:
             _render_stage(w, stage, parallel=True)
         for temp in kernel.temps:
             w.line(f"free({temp.name});")
     body = "\n".join(w.lines)
     return (f"{PRELUDE}\n"
-            f"void {kernel.name}(const void *const *in_, void *const *out_) {{\n{body}\n}}\n")
+            f"typedef struct {{ {' '.join(fields)} void *scratch; }} dnf_context;\n\n"
+            + "\n".join(w.functions)
+            + f"\nvoid {kernel.name}(const void *const *in_, void *const *out_, "
+              f"const dnf_runtime *rt) {{\n{body}\n}}\n")
 
 
 def _stage_work(stage: Stage) -> int:
@@ -234,9 +289,9 @@ def _open_loops(w: _Writer, loops: tuple[LoopVar, ...], parallel: bool, work: in
                 innermost_simd: bool) -> int:
     for depth, var in enumerate(loops):
         if depth == 0 and parallel:
-            w.line(f"#pragma omp parallel for schedule(static) "
-                   f"if({work} >= {PARALLEL_MIN_WORK})")
-        elif depth == len(loops) - 1 and innermost_simd:
+            w.open_parallel(var.name, var.extent, work)
+            continue
+        if depth == len(loops) - 1 and innermost_simd:
             w.line("#pragma GCC ivdep")
         w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
     return len(loops)
@@ -274,9 +329,9 @@ def _render_in_place(w: _Writer, stage: Stage, parallel: bool) -> int:
     parallel = parallel and nest[0] in kept
     for depth, var in enumerate(nest):
         if depth == 0 and parallel:
-            w.line(f"#pragma omp parallel for schedule(static) "
-                   f"if({_stage_work(stage)} >= {PARALLEL_MIN_WORK})")
-        elif depth == len(nest) - 1 and var in kept:
+            w.open_parallel(var.name, var.extent, _stage_work(stage))
+            continue
+        if depth == len(nest) - 1 and var in kept:
             w.line("#pragma omp simd")
         w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
     value = _render_point(w, stage, {})
@@ -319,9 +374,10 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
         return
     chunks = 64 if parallel and not outer and var.extent >= 64 * LANES * 4 else 1
     w.line(f"{ctype} part[{chunks}];")
-    if chunks > 1:  # a reduction to one value: fixed chunks, combined in order (deterministic)
-        w.line("#pragma omp parallel for schedule(static)")
-    w.open(f"for (long chunk = 0; chunk < {chunks}; chunk++)")
+    # A reduction to one value runs in fixed chunks, combined in order: the result never
+    # depends on how the chunks are spread over threads.
+    w.open_parallel("chunk", chunks, _stage_work(stage) if chunks > 1 else 0,
+                    scratch=(ctype, "part"))
     w.line(f"const long begin = {var.extent} * chunk / {chunks}, "
            f"end = {var.extent} * (chunk + 1) / {chunks};")
     w.line(f"{ctype} lane[{LANES}];")

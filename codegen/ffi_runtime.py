@@ -1,7 +1,8 @@
 """Calling compiled C kernels from inside ``jax.jit`` through one generic XLA FFI handler.
 
-Every kernel follows one ABI, ``void NAME(const void *const *inputs, void *const *outputs)``
-with its shapes baked in. ``ffi_handler.cc`` (built once, cached by ``compile_cache``) keeps a
+Every kernel follows one ABI (``c_abi.h``), ``void NAME(const void *const *inputs,
+void *const *outputs, const dnf_runtime *rt)`` with its shapes baked in; the handler passes a
+runtime whose ``parallel_for`` runs on XLA's intra-op thread pool. ``ffi_handler.cc`` (built once, cached by ``compile_cache``) keeps a
 process-wide table from a 64-bit kernel id to a function pointer; the custom call carries only
 the id, a hash of the kernel's source, so HLO stays valid in another process (a persistent
 compilation cache) as long as that process loads the same kernel first.
@@ -12,7 +13,7 @@ Under ``vmap`` the call runs once per batch element (the shapes are baked into t
 Example:
     >>> import tempfile, jax, jax.numpy as jnp
     >>> from codegen.compile_cache import build_shared_library
-    >>> src = '''void axpy(const void *const *in, void *const *out) {
+    >>> src = C_ABI + '''void axpy(const void *const *in, void *const *out, const dnf_runtime *rt) {
     ...   const float *x = in[0], *y = in[1]; float *r = out[0];
     ...   for (int i = 0; i < 4; ++i) r[i] = 2.0f * x[i] + y[i];
     ... }'''
@@ -38,6 +39,7 @@ import jax
 import jaxlib
 import numpy as np
 
+from .c_render import C_ABI
 from .compile_cache import build_shared_library
 
 TARGET_NAME = "dnnfusion_c_kernel"
@@ -61,8 +63,10 @@ def ensure_runtime(cache_dir: str | Path | None = None) -> ctypes.CDLL:
     global _runtime
     with _lock:
         if _runtime is None:
-            # The jaxlib version is part of the source so an upgrade rebuilds against its headers.
-            source = f"// jaxlib {jaxlib.__version__}\n" + _HANDLER_SOURCE.read_text()
+            # The jaxlib version is part of the source so an upgrade rebuilds against its headers;
+            # the kernel ABI is pasted in so that a change to it rebuilds the handler too.
+            source = (f"// jaxlib {jaxlib.__version__}\n" + _HANDLER_SOURCE.read_text()).replace(
+                '#include "c_abi.h"', C_ABI)
             library = build_shared_library(
                 {"ffi_handler.cc": source}, compiler="g++", cache_dir=cache_dir,
                 # -isystem: the FFI headers' own warnings are not ours to see.

@@ -10,13 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from codegen.c_backend import c_kernel_source
+from codegen.c_render import PRELUDE
 from dnnfusion_jax.plan import whole_graph_block
 from dnnfusion_jax.trace import trace_function
 
 
 def c_source(fn, *args):
     graph = trace_function(fn, list(args)).graph
-    return c_kernel_source(whole_graph_block(graph), graph.constants)[1].split("void dnf_")[1]
+    source = c_kernel_source(whole_graph_block(graph), graph.constants)[1]
+    return source[len(PRELUDE):]  # the kernel's own code
 
 
 def test_predicated_concatenate_reads_are_clamped_into_their_buffers():
@@ -47,3 +49,13 @@ def test_concatenated_reshapes_are_clamped_and_match_jax():
     assert "dnf_clamp_index(" in source
     got = dnnfusion.jit(fpn, backend="c", fallback=False)(*levels, bias)
     np.testing.assert_allclose(got, jax.jit(fpn)(*levels, bias), rtol=1e-6)
+
+
+def test_parallel_loops_go_to_the_runtime_only_when_the_work_pays_for_it():
+    """Loops big enough (c_render.PARALLEL_MIN_WORK) become bodies handed to the caller's
+    ``rt->parallel_for``; small ones stay plain loops; no OpenMP threading is left."""
+    big, small = np.ones((64, 1024), np.float32), np.ones((4, 64), np.float32)
+    source = c_source(jax.nn.softmax, big)
+    assert "rt->parallel_for(rt, 64, " in source and "(void *ctx_, long begin, long end)" in source
+    assert "parallel_for(" not in c_source(jax.nn.softmax, small)
+    assert "omp parallel" not in source

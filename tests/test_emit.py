@@ -37,7 +37,18 @@ def example():
     return block, (x, 0.1 * c, 1.0 + c * c, 1.0 - 0.5 * c, 0.2 * c)
 '''
 
-MODELS = {"transformer": TRANSFORMER, "cnn": CNN}
+PARALLEL = '''
+import jax, jax.numpy as jnp
+
+def example():
+    """Big enough for parallel loops (c_abi.h): a rows kernel, a reduction to one value in
+    chunks, and a column reduction, so the harness's threads run the kernels' bodies."""
+    def block(x):
+        return jax.nn.softmax(x, axis=-1), jnp.sum(jnp.tanh(x)), jnp.max(x * 2.0, axis=0)
+    return block, (jax.random.normal(jax.random.key(2), (64, 1024)),)
+'''
+
+MODELS = {"transformer": TRANSFORMER, "cnn": CNN, "parallel": PARALLEL}
 
 
 def _skip_reason(arch):
@@ -66,7 +77,7 @@ def model(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
-@pytest.mark.parametrize("kind", ["transformer", "cnn"])
+@pytest.mark.parametrize("kind", ["transformer", "cnn", "parallel"])
 def test_emitted_kernels_match_the_reference(kind, arch, model, tmp_path, capsys):
     _needs(arch)
     out = tmp_path / "out"
@@ -81,6 +92,9 @@ def test_emitted_kernels_match_the_reference(kind, arch, model, tmp_path, capsys
     assert manifest["arch"] == arch and (out / "harness").is_file()
     for path in manifest["files"]:
         assert (out / path).is_file(), path
+    if kind == "parallel":  # the harness's runtime really ran parallel loops
+        sources = [(out / "kernels" / f"{symbol}.c").read_text() for symbol in symbols]
+        assert sum(source.count("rt->parallel_for(") for source in sources) >= 3
 
 
 def test_data_files_hold_the_inputs_and_the_manifest_describes_them(model, tmp_path):
@@ -98,7 +112,7 @@ def test_data_files_hold_the_inputs_and_the_manifest_describes_them(model, tmp_p
     np.testing.assert_array_equal(data, x)  # inf and NaN written as they are
     assert " ".join(toolchain("aarch64").ldflags) in (out / "build.sh").read_text()
     source = (out / first["source"]).read_text()
-    assert f"void {first['symbol']}(const void *const *in_, void *const *out_)" in source
+    assert f"void {first['symbol']}(const void *const *in_, void *const *out_, " in source
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])

@@ -10,28 +10,33 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from codegen.c_render import C_ABI
 from codegen.compile_cache import build_shared_library
 from codegen.ffi_runtime import (TARGET_NAME, call_kernel, ensure_runtime, is_loaded,
                                  kernel_id_for, load_kernel)
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"]
 N = 1000
 
-AXPY = f"""
-void axpy(const void *const *inputs, void *const *outputs) {{
-  const float *x = inputs[0], *z = inputs[1];
-  float *y = outputs[0];
-  #pragma omp parallel for
-  for (int i = 0; i < {N}; ++i) y[i] = 2.0f * x[i] + z[i];
+# Parallel through the runtime the handler passes (XLA's thread pool): every range must land.
+AXPY = C_ABI + f"""
+typedef struct {{ const float *x, *z; float *y; }} axpy_ctx;
+static void axpy_body(void *ctx, long begin, long end) {{
+  const axpy_ctx *c = ctx;
+  for (long i = begin; i < end; ++i) c->y[i] = 2.0f * c->x[i] + c->z[i];
+}}
+void axpy(const void *const *inputs, void *const *outputs, const dnf_runtime *rt) {{
+  axpy_ctx c = {{inputs[0], inputs[1], outputs[0]}};
+  rt->parallel_for(rt, {N}, axpy_body, &c);
 }}
 """
 
 # Three outputs of different shapes and dtypes: x * z, and per row of 100 the count of
 # positive entries and the sum.
-TWO_OUT = """
+TWO_OUT = C_ABI + """
 #include <stdint.h>
-void prod_rowsum(const void *const *inputs, void *const *outputs) {
+void prod_rowsum(const void *const *inputs, void *const *outputs, const dnf_runtime *rt) {
   const float *x = inputs[0], *z = inputs[1];
   float *prod = outputs[0];
   int32_t *count = outputs[1];
@@ -49,7 +54,7 @@ void prod_rowsum(const void *const *inputs, void *const *outputs) {
 
 # 70 inputs: more buffers than the handler's stack array holds.
 MANY = 70
-WIDE = ("void wide(const void *const *in, void *const *out) {\n"
+WIDE = (C_ABI + "void wide(const void *const *in, void *const *out, const dnf_runtime *rt) {\n"
         "  float *y = out[0];\n"
         "  for (int i = 0; i < 4; ++i) { float s = 0.0f;\n"
         f"    for (int k = 0; k < {MANY}; ++k) s += ((const float *)in[k])[i] * (k + 1);\n"
