@@ -2,7 +2,9 @@
 //
 // A kernel follows c_abi.h: `void NAME(inputs, outputs, const dnf_runtime *rt)`, shapes baked in;
 // its parallel loops come back to `ParallelFor` here, which runs them on XLA's intra-op thread
-// pool (the threads that run XLA's own ops; see c_abi.h for why not OpenMP). The custom call names its kernel by a 64-bit id (a hash of the kernel's source, stable
+// pool (the threads that run XLA's own ops; see c_abi.h for why not OpenMP).
+//
+// The custom call names its kernel by a 64-bit id (a hash of the kernel's source, stable
 // across processes) rather than by a function pointer: a persistent compilation cache may hand
 // the HLO to another process, where a pointer would be garbage but the id resolves again once
 // that process has loaded the kernel. ffi_runtime.py compiles this file with g++ and registers
