@@ -1,8 +1,9 @@
 """Which blocks a kernel backend (C, Pallas) takes, and which it leaves to XLA: one policy for
 every backend that renders the kernel IR, so they fall back for the same reasons.
 
-Left to XLA: GEMMs and convolutions (``XLA_PREFERRED``: its are fast; we fuse around them), a
-block of reshapes alone (a free bitcast in XLA), and what the lowering cannot express
+Left to XLA: GEMMs and dense or grouped convolutions (``XLA_PREFERRED``: its are fast; we fuse
+around them; depthwise convolutions are ours, see ``dnnfusion_jax/depthwise.py``), a block of
+reshapes alone (a free bitcast in XLA), and what the lowering cannot express
 (``lowering.unsupported_reason``).
 
 Example:
@@ -19,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+from dnnfusion_jax.depthwise import depthwise_reason
 from dnnfusion_jax.executable import UnsupportedBlock
 from dnnfusion_jax.ir import Node
 from dnnfusion_jax.lowering import unsupported_reason
@@ -34,15 +36,22 @@ LAYOUT_ONLY = frozenset({"reshape", "squeeze", "expand_dims", "copy"})
 """Primitives that are a bitcast in XLA: a block of only these is not worth a kernel."""
 
 
+def xla_preferred(node: Node) -> str | None:
+    """Why XLA should run ``node`` rather than a generated kernel (None: ours is faster)."""
+    if node.op == "conv_general_dilated" and depthwise_reason(node) is None:
+        return None  # XLA:CPU's depthwise convolution is slow (depthwise.py)
+    return XLA_PREFERRED.get(node.op)
+
+
 def kernel_fusible(node: Node) -> str | None:
     """Why ``node`` may not join a generated kernel with others (None: it may)."""
-    return XLA_PREFERRED.get(node.op) or unsupported_reason(node)
+    return xla_preferred(node) or unsupported_reason(node)
 
 
 def require_kernel_block(block: Block) -> None:
     """Raises UnsupportedBlock, with the reason, when ``block`` should stay with XLA."""
     for node in block.nodes:
-        reason = XLA_PREFERRED.get(node.op)
+        reason = xla_preferred(node)
         if reason:
             raise UnsupportedBlock(f"{node.op}: {reason}")
     if all(node.op in LAYOUT_ONLY for node in block.nodes):

@@ -20,7 +20,8 @@ cell (sibling's type, group's type), refined as above, and the worse of that and
 the sibling taking the node on its own (which sees how the node reads it, e.g. a broadcast).
 
 Constraints, apart from the table: nodes a backend cannot put in a fused kernel stay alone,
-and a block's inputs and size are bounded (``Constraints``).
+a block's inputs and size are bounded (``Constraints``), and a convolution (a windowed read)
+never takes its input's producer into its block.
 
 Example:
     >>> from dnnfusion_jax.mapping_types import MappingType as M
@@ -137,9 +138,16 @@ class Legality:
         return fused, max(alone, grown, key=_SEVERITY.__getitem__)
 
     def within_constraints(self, block_nodes: list[Node], node: Node) -> bool:
-        """True if the block stays within ``constraints`` after adding ``node``."""
+        """True if the block stays within ``constraints`` after adding ``node``, and no
+        convolution in it reads its input from inside the block: a convolution reads each
+        input element once per window tap, so a fused producer would be recomputed that many
+        times (9 per element for 3×3); its producers end their block and it starts one."""
         if len(block_nodes) + 1 > self.constraints.max_nodes:
             return False
         produced = {out for n in block_nodes for out in n.outputs}
         inputs = {v for n in (*block_nodes, node) for v in n.inputs if v not in produced}
+        produced.update(node.outputs)
+        if any(n.op == "conv_general_dilated" and n.inputs[0] in produced
+               for n in (*block_nodes, node)):
+            return False
         return len(inputs) <= self.constraints.max_inputs

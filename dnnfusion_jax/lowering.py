@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .depthwise import CONV, depthwise_reason, window_loops, window_tap
 from .executable import UnsupportedBlock
 from .hoist import hoist_invariants
 from .ir import Node, Var
@@ -66,8 +67,11 @@ OTHER_ELEMENTWISE = frozenset("""convert_element_type integer_pow square select_
     round""".split())
 
 LOWERABLE = frozenset(ELEMENTWISE_LOWERING) | frozenset(REDUCTIONS) | INDEX_TRANSFORMS \
-    | OTHER_ELEMENTWISE
+    | OTHER_ELEMENTWISE | {CONV}
 """Every primitive this lowering handles; a block with any other stays in XLA."""
+
+STAGED = frozenset(REDUCTIONS) | {CONV}
+"""Primitives computed by a reduce stage of their own, into a buffer later stages load."""
 
 MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
 MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
@@ -94,6 +98,8 @@ def unsupported_reason(node: Node) -> str | None:
         return "pad with interior padding"
     if node.op == "round" and int(node.params.get("rounding_method", 0)) not in (0, 1):
         return "unknown rounding method"
+    if node.op == CONV:
+        return depthwise_reason(node)
     return None
 
 
@@ -198,8 +204,10 @@ class _BlockLowering:
         for node in self.block.nodes:
             if node.op in REDUCTIONS:
                 self._reduce_stage(node)
+            elif node.op == CONV:
+                self._depthwise_stage(node)
         for var, buffer in zip(self.block.outputs, self.outputs):
-            if self.producer[var].op not in REDUCTIONS:
+            if self.producer[var].op not in STAGED:
                 self._store_stage(var, buffer)
         # merged copies: the row-cache plan reads self.stages with the unmerged loops
         stages = [merge_contiguous_loops(s) if s.kind == "reduce" else s for s in self.stages]
@@ -246,7 +254,34 @@ class _BlockLowering:
         for axis, var in zip(axes, reduced):
             operand_index[axis] = Index.var(var)
         value = self.value_at(operand, operand_index)
+        self._add_reduction(result, REDUCTIONS[node.op], value, kept_loops, reduced)
 
+    def _depthwise_stage(self, node: Node) -> None:
+        """A depthwise convolution (``depthwise.py``): for every output element, the sum over
+        the window of input times weight, padding read as zero."""
+        result, dtype = node.out, kernel_dtype(node.out)
+        k = len(self.rows)
+        kept_loops = self._loops(result.shape[k:])
+        window = window_loops(node, f"w{self._loop_count}")
+        out_index = self._row_indices() + [Index.var(v) for v in kept_loops]
+        tap = window_tap(node, out_index, window)
+        x = self.value_at(node.inputs[0], tap.lhs)
+        if tap.inside:
+            checks = [Expr("and", (self._compare("ge", index, 0),
+                                   self._compare("lt", index, size)), "bool")
+                      for index, size in tap.inside]
+            inside = checks[0]
+            for check in checks[1:]:
+                inside = Expr("and", (inside, check), "bool")
+            x = Expr("select", (inside, x, Expr("const", (), dtype, (0,))), dtype)
+        value = Expr("mul", (x, self.value_at(node.inputs[1], tap.rhs)), dtype)
+        self._add_reduction(result, "add", value, kept_loops, window)
+
+    def _add_reduction(self, result: Var, combiner: str, value: Expr,
+                       kept_loops: list[LoopVar], reduced: list[LoopVar]) -> None:
+        """The stages that reduce ``value`` over ``reduced`` into ``result``'s storage."""
+        k = len(self.rows)
+        kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
         if result in self.storage:  # a block output: reduce straight into it
             buffer, target = self.storage[result], linearize(kept_index, result.shape)
         else:
@@ -258,7 +293,6 @@ class _BlockLowering:
             self.temps.append(buffer)
             self.storage[result] = buffer
             target = linearize(kept_index[k:] if self.rows else kept_index, shape)
-        combiner = REDUCTIONS[node.op]
         stage = Stage("reduce", buffer.name, target, value,
                       tuple(v for v in kept_loops if v.extent > 1),
                       tuple(v for v in reduced if v.extent > 1), combiner,
@@ -317,7 +351,7 @@ class _BlockLowering:
             return Expr("const", (), dtype, (self.literals[var],))
         buffer = self.storage.get(var)
         if buffer is not None and (buffer.role != "output" or var not in self.producer
-                                   or self.producer[var].op in REDUCTIONS):
+                                   or self.producer[var].op in STAGED):
             return Expr("load", (), dtype, (buffer.name, self._buffer_index(var, buffer, index)))
         node = self.producer[var]
         rule = getattr(self, f"_lower_{node.op}", None)

@@ -49,6 +49,11 @@ FREE_OPS = frozenset("""broadcast_in_dim reshape squeeze expand_dims transpose r
     convert_element_type""".split())
 
 
+def _staged(node: Node) -> bool:
+    """Reductions and depthwise convolutions have stages of their own: later stages load them."""
+    return node.op.startswith("reduce_") or node.op == "conv_general_dilated"
+
+
 def value_cost(var: Var, producer: Mapping[Var, Node], stops: set[Var]) -> int:
     """Operations inlined to compute one element of ``var``; ``stops`` are loaded instead
     (block inputs, reductions, cached values). Shared operands count once."""
@@ -60,7 +65,7 @@ def value_cost(var: Var, producer: Mapping[Var, Node], stops: set[Var]) -> int:
         if current in seen or node is None or (current in stops and current is not var):
             continue
         seen.add(current)
-        if node.op.startswith("reduce_"):
+        if _staged(node):
             continue
         cost += 0 if node.op in FREE_OPS else OP_COST.get(node.op, 1)
         stack.extend(node.inputs)
@@ -97,7 +102,7 @@ def plan_row_caches(nodes: Sequence[Node], producer: Mapping[Var, Node],
     plan: dict[Var, int] = {}
     budget = MAX_ROW_CACHE_ELEMENTS
     for node in nodes:
-        if node.op.startswith("reduce_") or node.op in FREE_OPS or len(node.outputs) != 1:
+        if _staged(node) or node.op in FREE_OPS or len(node.outputs) != 1:
             continue
         var = node.out
         var_reads = reads.get(var, [])
