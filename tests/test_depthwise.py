@@ -95,3 +95,14 @@ def test_dense_and_grouped_convolutions_stay_with_xla():
         np.testing.assert_allclose(fused(x, w), jax.jit(fn)(x, w), rtol=1e-5, atol=1e-5)
         reasons = " ".join(b["reason"] for b in fused.explain(x, w).summary()["fallback_blocks"])
         assert "XLA's convolution is faster" in reasons
+
+
+def test_the_pallas_backend_renders_the_same_windowed_reduction():
+    """Pallas consumes the same kernel IR (interpret mode off GPU)."""
+    x_shape, w_shape, kwargs = CASES["channel multiplier 2"]
+    fn = depthwise(x_shape, w_shape, kwargs)
+    x, w = inputs(x_shape, w_shape, specials=True)
+    fused = dnnfusion.jit(fn, backend="pallas", fallback=False)
+    np.testing.assert_allclose(fused(x, w), jax.jit(fn)(x, w), rtol=1e-5, atol=1e-5,
+                               equal_nan=True)
+    assert not fused.explain(x, w).summary()["fallback_blocks"]
