@@ -22,8 +22,8 @@ Static-shape simplifications, so that everything is one ``jax.jit`` function:
 
 Weights are drawn by ``Params`` (He normal; the RPN and predictor layers use small normal
 inits, box deltas 0.001, so that random boxes stay plausible; the last batch-norm scale of each
-bottleneck is damped x0.2 to keep activations O(1)), so the outputs are meaningless but
-shapes, operators and costs are real.
+bottleneck is damped x0.2, ``layers.RESIDUAL_GAMMA``, to keep activations O(1)), so the
+outputs are meaningless but shapes, operators and costs are real.
 
 Example:
     >>> import jax
@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .layers import (Params, conv2d, conv_bn_act, conv_bn_params, conv_params, dense,
-                     dense_params, max_pool, upsample_nearest)
+from .layers import (RESIDUAL_GAMMA, Params, conv2d, conv_bn_act, conv_bn_params, conv_params,
+                     dense, dense_params, max_pool, upsample_nearest)
 
 IMAGE_SIZE = 320
 NUM_PROPOSALS = 100
@@ -62,8 +62,7 @@ def resnet50_params(gen: Params) -> dict:
         for i in range(blocks):
             block = {"conv1": conv_bn_params(gen, 1, 1, cin, width),
                      "conv2": conv_bn_params(gen, 3, 3, width, width),
-                     "conv3": conv_bn_params(gen, 1, 1, width, 4 * width)}
-            block["conv3"]["bn"]["scale"] = block["conv3"]["bn"]["scale"] * 0.2  # tame growth
+                     "conv3": conv_bn_params(gen, 1, 1, width, 4 * width, gamma=RESIDUAL_GAMMA)}
             if i == 0:
                 block["shortcut"] = conv_bn_params(gen, 1, 1, cin, 4 * width)
             stage.append(block)

@@ -49,15 +49,23 @@ def conv_params(gen: Params, kh: int, kw: int, cin: int, cout: int, groups: int 
     return p
 
 
-def bn_params(gen: Params, channels: int) -> dict:
-    """Inference-mode batch norm: scale, shift, running mean and variance."""
-    return {"scale": gen.uniform((channels,), 0.8, 1.2), "shift": gen.normal((channels,), 0.05),
+RESIDUAL_GAMMA = 0.2
+"""Scale factor of the last batch norm of a residual branch ("zero-gamma" init, Goyal et al.
+2017, damped rather than zero): each residual addition then grows the variance by ~4%, not 2x."""
+
+
+def bn_params(gen: Params, channels: int, gamma: float = 1.0) -> dict:
+    """Inference-mode batch norm: scale (times ``gamma``), shift, running mean and variance."""
+    return {"scale": gen.uniform((channels,), 0.8, 1.2) * gamma,
+            "shift": gen.normal((channels,), 0.05),
             "mean": gen.normal((channels,), 0.05), "var": gen.uniform((channels,), 0.8, 1.2)}
 
 
-def conv_bn_params(gen: Params, kh: int, kw: int, cin: int, cout: int, groups: int = 1) -> dict:
-    """A bias-free convolution followed by batch norm."""
-    return {"conv": conv_params(gen, kh, kw, cin, cout, groups), "bn": bn_params(gen, cout)}
+def conv_bn_params(gen: Params, kh: int, kw: int, cin: int, cout: int, groups: int = 1,
+                   gamma: float = 1.0) -> dict:
+    """A bias-free convolution followed by batch norm (``gamma``: see ``bn_params``)."""
+    return {"conv": conv_params(gen, kh, kw, cin, cout, groups),
+            "bn": bn_params(gen, cout, gamma)}
 
 
 def dense_params(gen: Params, d_in: int, d_out: int, std: float | None = None) -> dict:

@@ -7,7 +7,9 @@ residual blocks; batch norm and Mish everywhere), an SPP block (max pools 5, 9 a
 concatenation, then bottom-up with stride-2 convolutions; batch norm and leaky ReLU 0.1) and
 three YOLO heads, each a 3x3 convolution and a 1x1 convolution with bias to 3 anchors x
 (5 + 80 classes) = 255 channels. Layout is NHWC with HWIO kernels; parameters are a nested
-dict drawn from ``Params(seed)`` (~64M parameters); nothing is downloaded.
+dict drawn from ``Params(seed)`` (~64M parameters); nothing is downloaded. The last batch-norm
+scale of each residual branch is damped x0.2 (``layers.RESIDUAL_GAMMA``), so that activations
+stay O(1) through the 23 residual blocks instead of doubling their variance at each.
 
 Input: one 256x256 image (YOLOv4 usually runs at 416 or 608; 608 costs ~128 GFLOPs). 256 is
 a multiple of the total stride 32 and has ~2.6x fewer pixels than 416 (~23 GFLOPs), so that
@@ -29,8 +31,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from .layers import (Params, conv2d, conv_bn_act, conv_bn_params, conv_params, max_pool,
-                     upsample_nearest)
+from .layers import (RESIDUAL_GAMMA, Params, conv2d, conv_bn_act, conv_bn_params, conv_params,
+                     max_pool, upsample_nearest)
 
 STAGES = ((64, 1), (128, 2), (256, 8), (512, 8), (1024, 4))
 """CSPDarknet53 stages: (output width, residual blocks)."""
@@ -48,10 +50,11 @@ def leaky(x: jax.Array) -> jax.Array:
     return jax.nn.leaky_relu(x, 0.1)
 
 
-def _stack(gen: Params, cin: int, spec: tuple) -> list:
+def _stack(gen: Params, cin: int, spec: tuple, last_gamma: float = 1.0) -> list:
     layers = []
-    for k, cout in spec:  # (kernel, width) per conv-bn layer
-        layers.append(conv_bn_params(gen, k, k, cin, cout))
+    for i, (k, cout) in enumerate(spec):  # (kernel, width) per conv-bn layer
+        gamma = last_gamma if i == len(spec) - 1 else 1.0
+        layers.append(conv_bn_params(gen, k, k, cin, cout, gamma=gamma))
         cin = cout
     return layers
 
@@ -75,7 +78,8 @@ def init_params(seed: int = 0) -> dict:
         stages.append({
             "down": conv_bn_params(gen, 3, 3, cin, c), "split": _stack(gen, c, ((1, h),)),
             "main": _stack(gen, c, ((1, h),)),
-            "blocks": [_stack(gen, h, ((1, inner), (3, h))) for _ in range(blocks)],
+            "blocks": [_stack(gen, h, ((1, inner), (3, h)), RESIDUAL_GAMMA)  # residual branches
+                       for _ in range(blocks)],
             "post": conv_bn_params(gen, 1, 1, h, h), "fuse": conv_bn_params(gen, 1, 1, 2 * h, c)})
         cin = c
     return {
