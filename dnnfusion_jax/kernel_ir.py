@@ -25,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,31 @@ class Index:
         low, high = rest.bounds()
         if 0 <= low and high < divisor:
             return quotient
+        split = self._factor_out(divisor)
+        if split is not None:
+            factor, outer = split
+            return outer // (divisor // factor)
+        if not self.const and len(self.terms) == 1 and isinstance(self.terms[0][0], Div) \
+                and self.terms[0][1] == 1:  # (e // a) // b = e // (a·b)
+            inner = self.terms[0][0]
+            return inner.index // (inner.divisor * divisor)
         return Index(((Div(self, divisor), 1),))
+
+    def _factor_out(self, divisor: int) -> tuple[int, Index] | None:
+        """``(f, e)`` with ``self = f·e + r``, ``0 <= r < f`` and ``f`` a divisor of
+        ``divisor`` greater than 1 (largest first), so that ``self // divisor`` is
+        ``e // (divisor / f)``; None when there is none. Nearest-neighbour upsampling reads
+        ``(c + 256·w) // 512`` for channels ``c < 256``: that is ``w // 2``, which keeps the
+        channel loop contiguous (a division of the inner loop variable defeats vectorising)."""
+        for factor in sorted({math.gcd(divisor, c) for _, c in self.terms} - {1}, reverse=True):
+            outer = Index(tuple((a, c // factor) for a, c in self.terms if c % factor == 0),
+                          self.const // factor)
+            rest = Index(tuple((a, c) for a, c in self.terms if c % factor),
+                         self.const % factor)
+            low, high = rest.bounds()
+            if 0 <= low and high < factor:
+                return factor, outer
+        return None
 
     def __mod__(self, modulus: int) -> Index:
         return self.digit(1, modulus)
@@ -118,6 +143,10 @@ class Index:
         low, high = reduced.bounds()
         if low >= 0 and high // divisor < modulus:
             return reduced // divisor
+        split = reduced._factor_out(divisor) if divisor > 1 else None
+        if split is not None:  # (f·e + r) // divisor = e // (divisor / f), as in __floordiv__
+            factor, outer = split
+            return outer.digit(divisor // factor, modulus)
         return Index(((Mod(reduced, divisor, modulus), 1),))
 
     def evaluate(self, env: dict[LoopVar, int]) -> int:

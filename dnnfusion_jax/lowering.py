@@ -145,6 +145,9 @@ def _row_candidates(block: Block) -> list[tuple[int, ...]]:
         if len(set(extents)) != 1:
             break
         common += (extents[0],)
+    for node in block.nodes:  # a stored concatenate's axis stays out of the rows: joined loops
+        if node.op == "concatenate" and any(v in block.outputs for v in node.outputs):
+            common = common[:node.params["dimension"]]
     # keep a vectorisable inner loop: rows never take a whole stage space
     shortest = min(len(space) for space in spaces)
     has_reduction = any(node.op in REDUCTIONS for node in block.nodes)
@@ -230,12 +233,32 @@ class _BlockLowering:
 
     def _store_stage(self, var: Var, buffer: Buffer) -> None:
         k = len(self.rows)
+        node = self.producer[var]
+        if node.op == "concatenate" and node.params["dimension"] >= k:
+            self._joined_store_stages(node, buffer)
+            return
         loops = self._loops(var.shape[k:])
         index = self._row_indices() + [Index.var(v) for v in loops]
         value = self.value_at(var, index)
         self.stages.append(Stage("store", buffer.name, linearize(index, var.shape), value,
                                  tuple(v for v in loops if v.extent > 1),
                                  caches=self._take_caches()))
+
+    def _joined_store_stages(self, node: Node, buffer: Buffer) -> None:
+        """A stored concatenate as a joined loop: one store stage per operand, over that
+        operand's part of the output, so each element reads only the operand it comes from
+        (the predicated form reads every operand, clamped, and selects one)."""
+        k, axis, start = len(self.rows), node.params["dimension"], 0
+        for operand in node.inputs:
+            loops = self._loops(operand.shape[k:])
+            index = self._row_indices() + [Index.var(v) for v in loops]
+            target = list(index)
+            target[axis] = index[axis] + start
+            value = self.value_at(operand, index)
+            self.stages.append(Stage("store", buffer.name, linearize(target, node.out.shape),
+                                     value, tuple(v for v in loops if v.extent > 1),
+                                     caches=self._take_caches()))
+            start += operand.shape[axis]
 
     def _reduce_stage(self, node: Node) -> None:
         operand, result = node.inputs[0], node.out

@@ -8,6 +8,9 @@ R-CNN once), so the renderer clamps exactly the loads whose index bounds leave t
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+import dnnfusion_jax as dnnfusion
 
 from codegen.c_backend import c_kernel_source
 from codegen.c_render import PRELUDE
@@ -35,9 +38,9 @@ def test_pad_reads_are_clamped_and_plain_reads_are_not():
 
 
 def test_concatenated_reshapes_are_clamped_and_match_jax():
-    """Faster R-CNN's FPN: levels reshaped to (positions, channels) and concatenated. The later
-    levels' reads divide a shifted (negative in unselected rows) flat index."""
-    import dnnfusion_jax as dnnfusion
+    """Faster R-CNN's FPN: levels reshaped to (positions, channels) and concatenated. Used by
+    a later operation, the concatenate is a predicated read whose later levels divide a
+    shifted (negative in unselected rows) flat index; stored, it is a joined loop."""
     rng = np.random.default_rng(0)
     levels = [rng.standard_normal((n, n, 8)).astype(np.float32) for n in (8, 4, 2)]
     bias = rng.standard_normal(8).astype(np.float32)
@@ -45,10 +48,14 @@ def test_concatenated_reshapes_are_clamped_and_match_jax():
     def fpn(a, b, c, bias):
         return jnp.concatenate([(t + bias).reshape(-1, 8) for t in (a, b, c)], 0)
 
-    source = c_source(fpn, *levels, bias)
-    assert "dnf_clamp_index(" in source
-    got = dnnfusion.jit(fpn, backend="c", fallback=False)(*levels, bias)
-    np.testing.assert_allclose(got, jax.jit(fpn)(*levels, bias), rtol=1e-6)
+    def scaled_fpn(a, b, c, bias):
+        return fpn(a, b, c, bias) * 2.0
+
+    assert "dnf_clamp_index(" in c_source(scaled_fpn, *levels, bias)
+    assert "dnf_clamp_index(" not in c_source(fpn, *levels, bias)
+    for fn in (fpn, scaled_fpn):
+        got = dnnfusion.jit(fn, backend="c", fallback=False)(*levels, bias)
+        np.testing.assert_allclose(got, jax.jit(fn)(*levels, bias), rtol=1e-6)
 
 
 def test_parallel_loops_go_to_the_runtime_only_when_the_work_pays_for_it():
@@ -59,3 +66,20 @@ def test_parallel_loops_go_to_the_runtime_only_when_the_work_pays_for_it():
     assert "rt->parallel_for(rt, 64, " in source and "(void *ctx_, long begin, long end)" in source
     assert "parallel_for(" not in c_source(jax.nn.softmax, small)
     assert "omp parallel" not in source
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_stored_concatenate_is_a_joined_loop_reading_each_operand_once(axis):
+    """One store stage per operand over its part of the output: no predicated reads, no
+    clamps, and the result of jax.jit (inf and NaN included)."""
+    shapes = [(4, 6, 8), (4, 6, 8), (4, 6, 8)]
+    shapes = [tuple(s if d != axis else s + k for d, s in enumerate(shape))
+              for k, shape in enumerate(shapes)]
+    fn = lambda a, b, c: jnp.concatenate([a + 1.0, jnp.tanh(b), c * c], axis)  # noqa: E731
+    args = [np.random.default_rng(k).standard_normal(s).astype(np.float32)
+            for k, s in enumerate(shapes)]
+    args[1][0, 0, 0], args[2][-1, -1, -1] = np.nan, np.inf
+    source = c_source(fn, *args)
+    assert "dnf_clamp_index(" not in source and " ? " not in source
+    got = dnnfusion.jit(fn, backend="c", fallback=False)(*args)
+    np.testing.assert_allclose(got, jax.jit(fn)(*args), rtol=1e-5, atol=1e-5, equal_nan=True)

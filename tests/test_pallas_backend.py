@@ -295,7 +295,7 @@ def test_views_match_numpy_on_random_accesses():
 
 
 def test_pad_and_concatenate_reads_are_marked_gathers():
-    graph = trace_function(lambda x, y: jnp.concatenate([jnp.pad(x, ((0, 0), (1, 0))), y], 1),
+    graph = trace_function(lambda x, y: 2.0 * jnp.concatenate([jnp.pad(x, ((0, 0), (1, 0))), y], 1),
                            [jnp.ones((4, 5)), jnp.ones((4, 3))]).graph
     backend = PallasBackend(interpret=True)
     (block,) = DnnFusionPlanner(fusible=backend.fusible).plan(graph).blocks
