@@ -144,27 +144,39 @@ static inline float dnf_tanhf(float x) {
 
 static inline float dnf_logisticf(float x) { return 1.0f / (1.0f + dnf_expf(-x)); }
 
-/* erfc for z ≥ 0 by the Chebyshev-fitted form t·exp(-z² + P(t)), t = 1/(1 + z/2)
- * (fractional error below 1.2e-7), reflected for z < 0; erf near 0 by its Taylor series. */
-static inline float dnf_erfc_positive(float z) {
-  float t = 1.0f / (1.0f + 0.5f * z);
-  float p = 0.17087277f;
-  p = p * t - 0.82215223f;
-  p = p * t + 1.48851587f;
-  p = p * t - 1.13520398f;
-  p = p * t + 0.27886807f;
-  p = p * t - 0.18628806f;
-  p = p * t + 0.09678418f;
-  p = p * t + 0.37409196f;
-  p = p * t + 1.00002368f;
-  p = p * t - 1.26551223f;
-  return t * dnf_expf(-z * z + p);
-}
-
+/* erfc(z) for z = |x| as e^(-z²)·t·Q(t), t = 1/(1 + 3z/8), Q a degree-8 minimax polynomial
+ * (relative error 1.3e-8 for z in [0, 10.1]; past 10.06 erfc rounds to 0); x < 0 by 2 - erfc(-x).
+ * e^(-z²) and t·Q(t) are independent chains: the previous form, t·e^(-z² + P(t)), put the
+ * polynomial on the exponential's path and took 0.40 ns per element against 0.25 (one thread,
+ * inputs in [-5, 5]). z² rounded is off by up to half an ulp of z², which e^(-z²) turns into
+ * 30 ulp at z = 9 (the previous form was 67 ulp off there, XLA's erfc 35); an fma gives that
+ * rounding error exactly and corrects e^(-z²) to first order. Within 7 ulp on every float
+ * (at x = 0.024; 5 ulp past x = 2). The exponential's z is bounded by 16 on its bits, so z² and
+ * its error stay finite (+inf gives e^-256·0 = 0, not 0·NaN); a NaN reaches the result via t. */
 static inline float dnf_erfcf(float x) {
-  float e = dnf_erfc_positive(fabsf(x));
-  float result = x < 0.0f ? 2.0f - e : e;
-  return x != x ? x : result;
+  float z = fabsf(x);
+  int32_t z_bits = dnf_float_to_bits(z);
+  float zb = dnf_bits_to_float(z_bits < 0x41800000 ? z_bits : 0x41800000); /* min(z, 16) */
+  float t = 1.0f / (0.375f * z + 1.0f);
+  float q = 0x1.f73606p-5f;
+  q = q * t - 0x1.25b018p-2f;
+  q = q * t + 0x1.b9b270p-2f;
+  q = q * t - 0x1.d37090p-3f;
+  q = q * t + 0x1.177cdap-2f;
+  q = q * t + 0x1.f30654p-4f;
+  q = q * t + 0x1.a45070p-3f;
+  q = q * t + 0x1.af6f00p-3f;
+  q = q * t + 0x1.b16210p-3f;
+  float z2 = zb * zb;
+#ifdef FP_FAST_FMAF
+  float z2_error = fmaf(zb, zb, -z2);
+#else
+  float z2_error = 0.0f; /* no fma unit (x86-64-v2): fmaf is a scalar call; 66 ulp, as before */
+#endif
+  float e = dnf_expf(-z2);
+  e = e - e * z2_error;
+  float result = e * (t * q);
+  return x < 0.0f ? 2.0f - result : result;
 }
 
 /* erf as XLA:CPU computes it (Eigen's rational form): odd degree-13 over even degree-8 on x
