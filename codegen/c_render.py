@@ -335,7 +335,7 @@ def _render_in_place(w: _Writer, stage: Stage, parallel: bool) -> int:
             w.line("#pragma omp simd")
         w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
     value = _render_point(w, stage, {})
-    w.line(f"{target} = {_combine(stage, target, value)};")
+    w.line(f"{target} = {_combine(stage, value, target)};")
     return len(nest)
 
 
@@ -348,9 +348,11 @@ def _render_point(w: _Writer, stage: Stage, names: dict[LoopVar, str]) -> str:
     return value
 
 
-def _combine(stage: Stage, a: str, b: str) -> str:
+def _combine(stage: Stage, value: str, acc: str) -> str:
+    """The combiner applied to a new value and an accumulator, in that order: dnf_maxf and
+    dnf_minf test their first operand for NaN, which then stays off the loop-carried chain."""
     dtype = stage.value.dtype
-    return _spell(Expr(stage.combiner, (stage.value, stage.value), dtype), [a, b])
+    return _spell(Expr(stage.combiner, (stage.value, stage.value), dtype), [value, acc])
 
 
 def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
@@ -359,7 +361,7 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
     target = f"{stage.target}[{render_index(stage.index, {})}]"
     if not stage.reduce_loops:  # a reduction over size-1 axes is a copy
         value = _render_point(w, stage, {})
-        w.line(f"{target} = {_combine(stage, init, value)};")
+        w.line(f"{target} = {_combine(stage, value, init)};")
         return
     *outer, var = stage.reduce_loops  # lanes run along the innermost reduced loop
     if var.extent < 2 * LANES:
@@ -367,7 +369,7 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
         for loop in stage.reduce_loops:
             w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
         value = _render_point(w, stage, {})
-        w.line(f"acc = {_combine(stage, 'acc', value)};")
+        w.line(f"acc = {_combine(stage, value, 'acc')};")
         for _ in stage.reduce_loops:
             w.close()
         w.line(f"{target} = acc;")
@@ -393,20 +395,20 @@ def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
     w.open(f"for (int l = 0; l < {LANES}; l++)")
     w.line(f"const long {var.name}_v = j0 + l;")
     value = _render_point(w, stage, {var: f"{var.name}_v"})
-    w.line(f"lane[l] = {_combine(stage, 'lane[l]', value)};")
+    w.line(f"lane[l] = {_combine(stage, value, 'lane[l]')};")
     w.close()
     w.close()
     w.open(f"for (long {var.name} = j0; {var.name} < end; {var.name}++)")
     value = _render_point(w, stage, {})
-    w.line(f"lane[0] = {_combine(stage, 'lane[0]', value)};")
+    w.line(f"lane[0] = {_combine(stage, value, 'lane[0]')};")
     w.close()
     for _ in outer:
         w.close()
     for width in (8, 4, 2, 1):  # a fixed tree: the result never depends on thread timing
         w.line(f"for (int l = 0; l < {width}; l++) lane[l] = "
-               f"{_combine(stage, 'lane[l]', f'lane[l + {width}]')};")
+               f"{_combine(stage, f'lane[l + {width}]', 'lane[l]')};")
     w.line("part[chunk] = lane[0];")
     w.close()
     w.line(f"{ctype} acc = part[0];")
-    w.line(f"for (int c = 1; c < {chunks}; c++) acc = {_combine(stage, 'acc', 'part[c]')};")
+    w.line(f"for (int c = 1; c < {chunks}; c++) acc = {_combine(stage, 'part[c]', 'acc')};")
     w.line(f"{target} = acc;")
