@@ -22,9 +22,11 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dnnfusion_jax.guarded_loads import index_vars, uniform_loads
 from dnnfusion_jax.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
 
 C_ABI = Path(__file__).with_name("c_abi.h").read_text()
@@ -140,18 +142,30 @@ def render_index(index: Index, names: dict[LoopVar, str]) -> str:
     return " + ".join(parts)
 
 
-def _load_index(w: "_Writer", load: Expr, names: dict[LoopVar, str]) -> str:
+def _load_index(w: "_Writer", load: Expr, names: dict[LoopVar, str],
+                uniform_in: LoopVar | None = None) -> str:
     """A load's index, clamped into its buffer where its bounds leave it. Concatenate and pad
     are predicated reads: every branch of the ``select`` is evaluated (branch-free, so loops
     vectorise) and the unselected ones may point outside their buffer; their values are
-    discarded, but an unclamped read past the end can fault (seen in Faster R-CNN)."""
+    discarded, but an unclamped read past the end can fault (seen in Faster R-CNN).
+
+    ``uniform_in``: the innermost loop, when the load is selected for all of its run or for
+    none (``guarded_loads``); then only the rest of the index is clamped, to leave room for the
+    run, and the load stays contiguous instead of becoming a gather."""
     name, index = load.attrs
     text = render_index(index, names)
     last = max(w.sizes[name], 1) - 1
     low, high = index.bounds()
-    if low < 0 or high > last:
-        return f"dnf_clamp_index({text}, {last})"
-    return text
+    if low >= 0 and high <= last:
+        return text
+    if uniform_in is not None:
+        coef = dict(index.terms).get(uniform_in, 0)
+        rest = index + Index(((uniform_in, -coef),))
+        span = coef * (uniform_in.extent - 1)
+        if coef > 0 and uniform_in not in index_vars(rest) and span <= last:
+            step = render_index(Index(((uniform_in, coef),)), names)
+            return f"dnf_clamp_index({render_index(rest, names)}, {last - span}) + {step}"
+    return f"dnf_clamp_index({text}, {last})"
 
 
 class _Writer:
@@ -181,11 +195,17 @@ class _Writer:
             self._end_parallel()
 
     def open_parallel(self, var: str, extent: int, work: int,
-                      scratch: tuple[str, str] | None = None) -> None:
+                      scratch: tuple[str, str] | None = None,
+                      before: Callable[[str], list[str]] | None = None) -> None:
         """Opens ``for (var in [0, extent))`` as a parallel loop when ``work`` (elements) pays
         for a hand-off, else as a plain loop. ``scratch``: (C type, name) of a local array of
-        the kernel that the body writes too; the body sees it through ``c->scratch``."""
+        the kernel that the body writes too; the body sees it through ``c->scratch``.
+        ``before(first)``: lines to put in front of the loop, given the C name of its first
+        value (a range of a parallel loop starts anywhere)."""
+        before = before or (lambda first: [])
         if work < PARALLEL_MIN_WORK or extent < 2:
+            for line in before("0"):
+                self.line(line)
             self.open(f"for (long {var} = 0; {var} < {extent}; {var}++)")
             return
         assert self._parallel is None, "parallel loops do not nest"
@@ -198,6 +218,8 @@ class _Writer:
         if scratch is not None:
             ctype, name = scratch
             self.line(f"{ctype} *{name} = ({ctype} *)c->scratch;")
+        for line in before("begin"):
+            self.line(line)
         self.open(f"for (long {var} = begin; {var} < end; {var}++)")
 
     def _end_parallel(self) -> None:
@@ -237,16 +259,13 @@ def render_c(kernel: LoopKernel) -> str:
     if kernel.rows:
         rows = math.prod(v.extent for v in kernel.rows)
         work = rows * max((_stage_work(s) for s in kernel.stages), default=1)
-        w.open_parallel("r", rows, work)
-        stride = rows
-        for var in kernel.rows:
-            stride //= var.extent
-            w.line(f"const long {var.name} = (r / {stride}) % {var.extent};")
+        w.open_parallel("r", rows, work, before=lambda first: _row_digits(kernel.rows, first))
         for temp in kernel.temps:
             w.line(f"{C_TYPES[temp.dtype]} {temp.name}[{max(temp.size, 1)}] "
                    "__attribute__((aligned(64)));")
         for stage in kernel.stages:
             _render_stage(w, stage, parallel=False)
+        _advance_row_digits(w, kernel.rows)
         w.close()
     else:
         for stage in kernel.stages:
@@ -261,19 +280,44 @@ def render_c(kernel: LoopKernel) -> str:
               f"const dnf_runtime *rt) {{\n{body}\n}}\n")
 
 
+def _row_digits(rows: tuple[LoopVar, ...], first: str) -> list[str]:
+    """The row variables at flat row ``first``: divisions once per range, not once per row
+    (short rows made those divisions the cost: a 64-channel pad ran at 0.44x of XLA)."""
+    if len(rows) == 1:
+        return [f"long {rows[0].name} = {first};"]
+    lines, stride = [], math.prod(v.extent for v in rows)
+    for var in rows:
+        stride //= var.extent
+        lines.append(f"long {var.name} = ({first} / {stride}) % {var.extent};")
+    return lines
+
+
+def _advance_row_digits(w: _Writer, rows: tuple[LoopVar, ...]) -> None:
+    """Steps the row variables to the next flat row, like an odometer (the outermost may step
+    past its extent after the last row; nothing reads it then)."""
+    text = f"++{rows[0].name};"
+    for var in rows[1:]:
+        text = f"if (++{var.name} == {var.extent}) {{ {var.name} = 0; {text} }}"
+    w.line(text)
+
+
 def _stage_work(stage: Stage) -> int:
     return math.prod(v.extent for v in (*stage.loops, *stage.reduce_loops))
 
 
-def _render_body(w: _Writer, roots: list[Expr], names: dict[LoopVar, str]) -> list[str]:
-    """Emits one ``const`` local per shared sub-expression; returns the roots' C names."""
+def _render_body(w: _Writer, roots: list[Expr], names: dict[LoopVar, str],
+                 inner: LoopVar | None) -> list[str]:
+    """Emits one ``const`` local per shared sub-expression; returns the roots' C names.
+    ``inner``: the innermost loop around these expressions (None: no loop)."""
     spelled: dict[Expr, str] = {}
+    uniform = uniform_loads(roots, inner) if inner is not None else set()
     for n, expr in enumerate(expr_nodes(roots)):
         if expr.op == "const":
             spelled[expr] = literal(expr.attrs[0], expr.dtype)
             continue
         if expr.op == "load":
-            text = f"{expr.attrs[0]}[{_load_index(w, expr, names)}]"
+            index = _load_index(w, expr, names, inner if expr in uniform else None)
+            text = f"{expr.attrs[0]}[{index}]"
         elif expr.op == "index":
             text = f"(({C_TYPES[expr.dtype]})({render_index(expr.attrs[0], names)}))"
         elif expr.op == "convert":
@@ -342,7 +386,7 @@ def _render_in_place(w: _Writer, stage: Stage, parallel: bool) -> int:
 def _render_point(w: _Writer, stage: Stage, names: dict[LoopVar, str]) -> str:
     """The stage's value at one point, after storing its row-local caches there."""
     roots = [stage.value, *(value for _, _, value in stage.caches)]
-    value, *cached = _render_body(w, roots, names)
+    value, *cached = _render_body(w, roots, names, stage.nest[-1] if stage.nest else None)
     for (temp, index, _), text in zip(stage.caches, cached):
         w.line(f"{temp}[{render_index(index, names)}] = {text};")
     return value

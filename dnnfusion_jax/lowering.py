@@ -76,6 +76,7 @@ STAGED = frozenset(REDUCTIONS) | {CONV}
 MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
 MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
 MIN_PARALLEL_ROWS = 4         # fewer rows than this: parallelise each stage instead
+MIN_ROW_ELEMENTS = 1024       # elementwise blocks: shorter rows cost more in loop overhead
 MAX_PARTIAL_ELEMENTS = 1 << 20  # a memory-order reduction's partial sums, without rows (heap)
 
 
@@ -152,6 +153,10 @@ def _row_candidates(block: Block) -> list[tuple[int, ...]]:
     shortest = min(len(space) for space in spaces)
     has_reduction = any(node.op in REDUCTIONS for node in block.nodes)
     limit = min(len(common), shortest if has_reduction else shortest - 1)
+    while (not has_reduction and limit > 1
+           and min(int(np.prod(space[limit:])) for space in spaces) < MIN_ROW_ELEMENTS
+           and int(np.prod(common[:limit - 1])) >= MIN_PARALLEL_ROWS):
+        limit -= 1  # without reductions rows only split the work: keep them long enough
     candidates = [common[:k] for k in range(max(limit, 0), 0, -1)
                   if int(np.prod(common[:k])) >= MIN_PARALLEL_ROWS]
     return candidates + [()]
