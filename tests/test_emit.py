@@ -48,7 +48,27 @@ def example():
     return block, (jax.random.normal(jax.random.key(2), (64, 1024)),)
 '''
 
-MODELS = {"transformer": TRANSFORMER, "cnn": CNN, "parallel": PARALLEL}
+MOBILE = '''
+import jax, jax.numpy as jnp
+
+def example():
+    """A depthwise convolution with its epilogue, a pad read through predicated loads, a
+    stored concatenate (a joined loop) and a layout transpose; inf and NaN in the input."""
+    def block(x, w, s, b, y):
+        z = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", feature_group_count=16,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        z = jax.nn.silu(z * s + b)
+        padded = jax.nn.relu(jnp.pad(z, ((0, 0), (1, 1), (1, 1), (0, 0))))
+        joined = jnp.concatenate([padded.reshape(-1, 16), y], 0)
+        return joined, jnp.tanh(x.transpose(0, 3, 1, 2)) * 2.0, z.mean((1, 2))
+    k = jax.random.split(jax.random.key(3), 5)
+    x = jax.random.normal(k[0], (2, 12, 12, 16)).at[0, 0, 0, 0].set(jnp.nan)
+    x = x.at[1, 5, 5, 3].set(jnp.inf)
+    return block, (x, jax.random.normal(k[1], (3, 3, 1, 16)), jax.random.normal(k[2], (16,)),
+                   jax.random.normal(k[3], (16,)), jax.random.normal(k[4], (40, 16)))
+'''
+
+MODELS = {"transformer": TRANSFORMER, "cnn": CNN, "parallel": PARALLEL, "mobile": MOBILE}
 
 
 def _skip_reason(arch):
@@ -77,7 +97,7 @@ def model(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
-@pytest.mark.parametrize("kind", ["transformer", "cnn", "parallel"])
+@pytest.mark.parametrize("kind", ["transformer", "cnn", "parallel", "mobile"])
 def test_emitted_kernels_match_the_reference(kind, arch, model, tmp_path, capsys):
     _needs(arch)
     out = tmp_path / "out"
