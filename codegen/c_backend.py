@@ -48,7 +48,7 @@ def kernel_symbol(source: str) -> str:
 
 def c_kernel_source(block: Block, constants: Mapping[Var, Any]) -> tuple[str, str, Any]:
     """(symbol, C source, loop kernel) of ``block``; raises UnsupportedBlock."""
-    loop_kernel = lower_block(block, constants, name="dnf_kernel")
+    loop_kernel = lower_block(block, constants, name="dnf_kernel", tile_transposes=True)
     draft = render_c(loop_kernel)
     symbol = kernel_symbol(draft)
     loop_kernel.name = symbol

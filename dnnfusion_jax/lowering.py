@@ -116,13 +116,18 @@ def kernel_dtype(var: Var) -> str:
     return DTYPES[np.dtype(var.dtype).name]
 
 
-def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel") -> LoopKernel:
-    """The loop kernel of ``block``; raises UnsupportedBlock when it cannot be lowered."""
+def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel",
+                tile_transposes: bool = False) -> LoopKernel:
+    """The loop kernel of ``block``; raises UnsupportedBlock when it cannot be lowered.
+
+    ``tile_transposes``: a block with a layout transpose (one that moves the last axis) and
+    no reduction gets no rows loop, so that a renderer which tiles a stage's own loops (C)
+    can; a renderer that maps rows to a grid (Pallas) keeps them."""
     for node in block.nodes:
         reason = unsupported_reason(node)
         if reason:
             raise UnsupportedBlock(reason)
-    row_candidates = _row_candidates(block)
+    row_candidates = _row_candidates(block, tile_transposes)
     for rows in row_candidates:
         try:
             return _BlockLowering(block, constants, name, rows).lower()
@@ -131,7 +136,7 @@ def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel"
     raise AssertionError("lowering without rows cannot fail on row locality")
 
 
-def _row_candidates(block: Block) -> list[tuple[int, ...]]:
+def _row_candidates(block: Block, tile_transposes: bool = False) -> list[tuple[int, ...]]:
     """Shared leading extents to try as the rows loop, longest first, ending with none."""
     spaces = [var.shape for var in block.outputs]
     if not spaces:
@@ -149,9 +154,13 @@ def _row_candidates(block: Block) -> list[tuple[int, ...]]:
     for node in block.nodes:  # a stored concatenate's axis stays out of the rows: joined loops
         if node.op == "concatenate" and any(v in block.outputs for v in node.outputs):
             common = common[:node.params["dimension"]]
+    has_reduction = any(node.op in REDUCTIONS for node in block.nodes)
+    if tile_transposes and not has_reduction and any(
+            node.op == "transpose" and node.params["permutation"][-1] != node.out.ndim - 1
+            for node in block.nodes):
+        return [()]  # a layout transpose: the stages' own loops, which the renderer tiles
     # keep a vectorisable inner loop: rows never take a whole stage space
     shortest = min(len(space) for space in spaces)
-    has_reduction = any(node.op in REDUCTIONS for node in block.nodes)
     limit = min(len(common), shortest if has_reduction else shortest - 1)
     while (not has_reduction and limit > 1
            and min(int(np.prod(space[limit:])) for space in spaces) < MIN_ROW_ELEMENTS

@@ -115,3 +115,16 @@ def test_elementwise_rows_are_long_enough_to_pay_for_their_loop():
     assert [v.extent for v in kernel.rows] == [8, 68]
     g = trace_function(jax.nn.softmax, [jnp.ones((8, 68, 64))]).graph  # a reduction: per row
     assert [v.extent for v in lower_block(whole_graph_block(g), g.constants).rows] == [8, 68]
+
+
+@pytest.mark.parametrize("shape, perm", [((37, 50), (1, 0)), ((2, 20, 9, 17), (0, 2, 3, 1)),
+                                         ((2, 9, 17, 20), (0, 3, 1, 2))])
+def test_layout_transposes_walk_tiles(shape, perm):
+    """A load that strides along the innermost loop (a transpose of the last axis) walks
+    16 × 16 tiles, ragged edges included, and still gives jax.jit's result."""
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    x.flat[:3] = [np.nan, np.inf, -np.inf]
+    fn = lambda x: jnp.tanh(jnp.transpose(x, perm)) * 2.0  # noqa: E731
+    assert "_t * 16 + 16 <" in c_source(fn, x)
+    got = dnnfusion.jit(fn, backend="c", fallback=False)(x)
+    np.testing.assert_allclose(got, jax.jit(fn)(x), rtol=1e-6, equal_nan=True)
