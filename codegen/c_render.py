@@ -22,17 +22,17 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dnnfusion_jax.guarded_loads import index_vars, uniform_loads
+
+from .c_writer import CWriter
 from dnnfusion_jax.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
 
 C_ABI = Path(__file__).with_name("c_abi.h").read_text()
 PRELUDE = C_ABI + Path(__file__).with_name("c_prelude.h").read_text()
 LANES = 16               # independent accumulators per reduction: one AVX-512 vector of f32
-PARALLEL_MIN_WORK = 1 << 15  # fewer elements than this run on one thread (a hand-off costs ~µs)
 TILE = 16                 # a transposing loop pair walks 16 × 16 tiles (64-byte lines of f32)
 
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t",
@@ -143,7 +143,7 @@ def render_index(index: Index, names: dict[LoopVar, str]) -> str:
     return " + ".join(parts)
 
 
-def _load_index(w: "_Writer", load: Expr, names: dict[LoopVar, str],
+def _load_index(w: "CWriter", load: Expr, names: dict[LoopVar, str],
                 uniform_in: LoopVar | None = None) -> str:
     """A load's index, clamped into its buffer where its bounds leave it. Concatenate and pad
     are predicated reads: every branch of the ``select`` is evaluated (branch-free, so loops
@@ -169,70 +169,6 @@ def _load_index(w: "_Writer", load: Expr, names: dict[LoopVar, str],
     return f"dnf_clamp_index({text}, {last})"
 
 
-class _Writer:
-    """Lines of C at an indentation depth. A parallel loop's body is written into a function
-    of its own (``open_parallel``) and replaced, in the kernel, by a ``parallel_for`` call."""
-
-    def __init__(self, kernel_name: str, sizes: dict[str, int], context: list[str]) -> None:
-        self.kernel_name = kernel_name
-        self.lines: list[str] = []
-        self.depth = 1
-        self.sizes = sizes  # buffer name -> elements, for bounds of loads
-        self.context = context  # the locals every parallel body declares from ``c``
-        self.functions: list[str] = []  # the parallel bodies, in order
-        self._parallel: tuple | None = None  # the kernel's state while a body is written
-
-    def line(self, text: str) -> None:
-        self.lines.append("  " * self.depth + text)
-
-    def open(self, text: str) -> None:
-        self.line(text + " {")
-        self.depth += 1
-
-    def close(self) -> None:
-        self.depth -= 1
-        self.line("}")
-        if self._parallel is not None and self.depth == 1:  # the body's loop is closed
-            self._end_parallel()
-
-    def open_parallel(self, var: str, extent: int, work: int,
-                      scratch: tuple[str, str] | None = None,
-                      before: Callable[[str], list[str]] | None = None) -> None:
-        """Opens ``for (var in [0, extent))`` as a parallel loop when ``work`` (elements) pays
-        for a hand-off, else as a plain loop. ``scratch``: (C type, name) of a local array of
-        the kernel that the body writes too; the body sees it through ``c->scratch``.
-        ``before(first)``: lines to put in front of the loop, given the C name of its first
-        value (a range of a parallel loop starts anywhere)."""
-        before = before or (lambda first: [])
-        if work < PARALLEL_MIN_WORK or extent < 2:
-            for line in before("0"):
-                self.line(line)
-            self.open(f"for (long {var} = 0; {var} < {extent}; {var}++)")
-            return
-        assert self._parallel is None, "parallel loops do not nest"
-        body = f"{self.kernel_name}_body{len(self.functions)}"
-        self._parallel = (self.lines, self.depth, body, extent, scratch)
-        self.lines, self.depth = [], 1
-        self.line("const dnf_context *c = (const dnf_context *)ctx_;")
-        for declaration in self.context:
-            self.line(declaration)
-        if scratch is not None:
-            ctype, name = scratch
-            self.line(f"{ctype} *{name} = ({ctype} *)c->scratch;")
-        for line in before("begin"):
-            self.line(line)
-        self.open(f"for (long {var} = begin; {var} < end; {var}++)")
-
-    def _end_parallel(self) -> None:
-        lines, depth, body, extent, scratch = self._parallel
-        self.functions.append(f"static void {body}(void *ctx_, long begin, long end) {{\n"
-                              + "\n".join(self.lines) + "\n}\n")
-        self.lines, self.depth, self._parallel = lines, depth, None
-        if scratch is not None:
-            self.line(f"c.scratch = {scratch[1]};")
-        self.line(f"rt->parallel_for(rt, {extent}, {body}, &c);")
-
-
 def render_c(kernel: LoopKernel) -> str:
     """The complete C translation unit of ``kernel`` (ABI and prelude included)."""
     # The kernel's buffers (heap temps too; row temps live in the body) in a context struct,
@@ -244,7 +180,7 @@ def render_c(kernel: LoopKernel) -> str:
         fields.append(f"{pointer}{buffer.name};")
         context.append(f"{pointer}restrict {buffer.name} = c->{buffer.name};")
     sizes = {b.name: b.size for b in (*kernel.inputs, *kernel.outputs, *kernel.temps)}
-    w = _Writer(kernel.name, sizes, context)
+    w = CWriter(kernel.name, sizes, context)
     for k, buffer in enumerate(kernel.inputs):
         w.line(f"const {C_TYPES[buffer.dtype]} *restrict {buffer.name} = "
                f"(const {C_TYPES[buffer.dtype]} *)in_[{k}];")
@@ -293,7 +229,7 @@ def _row_digits(rows: tuple[LoopVar, ...], first: str) -> list[str]:
     return lines
 
 
-def _advance_row_digits(w: _Writer, rows: tuple[LoopVar, ...]) -> None:
+def _advance_row_digits(w: CWriter, rows: tuple[LoopVar, ...]) -> None:
     """Steps the row variables to the next flat row, like an odometer (the outermost may step
     past its extent after the last row; nothing reads it then)."""
     text = f"++{rows[0].name};"
@@ -306,7 +242,7 @@ def _stage_work(stage: Stage) -> int:
     return math.prod(v.extent for v in (*stage.loops, *stage.reduce_loops))
 
 
-def _render_body(w: _Writer, roots: list[Expr], names: dict[LoopVar, str],
+def _render_body(w: CWriter, roots: list[Expr], names: dict[LoopVar, str],
                  inner: LoopVar | None) -> list[str]:
     """Emits one ``const`` local per shared sub-expression; returns the roots' C names.
     ``inner``: the innermost loop around these expressions (None: no loop)."""
@@ -330,7 +266,7 @@ def _render_body(w: _Writer, roots: list[Expr], names: dict[LoopVar, str],
     return [spelled[root] for root in roots]
 
 
-def _open_loops(w: _Writer, loops: tuple[LoopVar, ...], parallel: bool, work: int,
+def _open_loops(w: CWriter, loops: tuple[LoopVar, ...], parallel: bool, work: int,
                 innermost_simd: bool) -> int:
     for depth, var in enumerate(loops):
         if depth == 0 and parallel:
@@ -342,7 +278,7 @@ def _open_loops(w: _Writer, loops: tuple[LoopVar, ...], parallel: bool, work: in
     return len(loops)
 
 
-def _render_stage(w: _Writer, stage: Stage, parallel: bool) -> None:
+def _render_stage(w: CWriter, stage: Stage, parallel: bool) -> None:
     w.line("{")  # each stage in its own scope: locals never clash
     w.depth += 1
     if stage.kind == "store":
@@ -385,7 +321,7 @@ def _transposing_pair(stage: Stage) -> tuple[LoopVar, LoopVar] | None:
     return None
 
 
-def _open_tiled_loops(w: _Writer, stage: Stage, pair: tuple[LoopVar, LoopVar],
+def _open_tiled_loops(w: CWriter, stage: Stage, pair: tuple[LoopVar, LoopVar],
                       parallel: bool) -> int:
     """The stage's loops with the transposing pair walked in TILE × TILE tiles; returns the
     number of loops opened."""
@@ -407,7 +343,7 @@ def _open_tiled_loops(w: _Writer, stage: Stage, pair: tuple[LoopVar, LoopVar],
     return opened + 4
 
 
-def _render_in_place(w: _Writer, stage: Stage, parallel: bool) -> int:
+def _render_in_place(w: CWriter, stage: Stage, parallel: bool) -> int:
     """A reduction in memory order (some kept loop inside a reduced one): every target element
     starts at the identity, then each point combines into its element in place. Only a kept
     outermost loop may run in parallel; a kept innermost loop touches a distinct element per
@@ -432,7 +368,7 @@ def _render_in_place(w: _Writer, stage: Stage, parallel: bool) -> int:
     return len(nest)
 
 
-def _render_point(w: _Writer, stage: Stage, names: dict[LoopVar, str]) -> str:
+def _render_point(w: CWriter, stage: Stage, names: dict[LoopVar, str]) -> str:
     """The stage's value at one point, after storing its row-local caches there."""
     roots = [stage.value, *(value for _, _, value in stage.caches)]
     value, *cached = _render_body(w, roots, names, stage.nest[-1] if stage.nest else None)
@@ -448,7 +384,7 @@ def _combine(stage: Stage, value: str, acc: str) -> str:
     return _spell(Expr(stage.combiner, (stage.value, stage.value), dtype), [value, acc])
 
 
-def _render_reduction(w: _Writer, stage: Stage, parallel: bool) -> None:
+def _render_reduction(w: CWriter, stage: Stage, parallel: bool) -> None:
     ctype, dtype = C_TYPES[stage.value.dtype], stage.value.dtype
     init = literal(stage.init, dtype)
     target = f"{stage.target}[{render_index(stage.index, {})}]"

@@ -43,6 +43,7 @@ from .kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, delinea
 from .plan import Block
 from .reduce_order import MAX_CHUNKS, merge_contiguous_loops, split_reduction
 from .row_cache import plan_row_caches
+from .rows import row_candidates
 
 DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
           "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool"}
@@ -75,8 +76,6 @@ STAGED = frozenset(REDUCTIONS) | {CONV}
 
 MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
 MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
-MIN_PARALLEL_ROWS = 4         # fewer rows than this: parallelise each stage instead
-MIN_ROW_ELEMENTS = 1024       # elementwise blocks: shorter rows cost more in loop overhead
 MAX_PARTIAL_ELEMENTS = 1 << 20  # a memory-order reduction's partial sums, without rows (heap)
 
 
@@ -127,48 +126,12 @@ def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel"
         reason = unsupported_reason(node)
         if reason:
             raise UnsupportedBlock(reason)
-    row_candidates = _row_candidates(block, tile_transposes)
-    for rows in row_candidates:
+    for rows in row_candidates(block, REDUCTIONS, tile_transposes):
         try:
             return _BlockLowering(block, constants, name, rows).lower()
         except _NotRowLocal:
             continue
     raise AssertionError("lowering without rows cannot fail on row locality")
-
-
-def _row_candidates(block: Block, tile_transposes: bool = False) -> list[tuple[int, ...]]:
-    """Shared leading extents to try as the rows loop, longest first, ending with none."""
-    spaces = [var.shape for var in block.outputs]
-    if not spaces:
-        raise UnsupportedBlock("the block computes no value anyone reads")
-    for node in block.nodes:
-        if node.op in REDUCTIONS:
-            operand = node.inputs[0].shape
-            first_reduced = min(node.params["axes"])
-            spaces.append(operand[:first_reduced])
-    common: tuple[int, ...] = ()
-    for extents in zip(*spaces):
-        if len(set(extents)) != 1:
-            break
-        common += (extents[0],)
-    for node in block.nodes:  # a stored concatenate's axis stays out of the rows: joined loops
-        if node.op == "concatenate" and any(v in block.outputs for v in node.outputs):
-            common = common[:node.params["dimension"]]
-    has_reduction = any(node.op in REDUCTIONS for node in block.nodes)
-    if tile_transposes and not has_reduction and any(
-            node.op == "transpose" and node.params["permutation"][-1] != node.out.ndim - 1
-            for node in block.nodes):
-        return [()]  # a layout transpose: the stages' own loops, which the renderer tiles
-    # keep a vectorisable inner loop: rows never take a whole stage space
-    shortest = min(len(space) for space in spaces)
-    limit = min(len(common), shortest if has_reduction else shortest - 1)
-    while (not has_reduction and limit > 1
-           and min(int(np.prod(space[limit:])) for space in spaces) < MIN_ROW_ELEMENTS
-           and int(np.prod(common[:limit - 1])) >= MIN_PARALLEL_ROWS):
-        limit -= 1  # without reductions rows only split the work: keep them long enough
-    candidates = [common[:k] for k in range(max(limit, 0), 0, -1)
-                  if int(np.prod(common[:k])) >= MIN_PARALLEL_ROWS]
-    return candidates + [()]
 
 
 class _BlockLowering:

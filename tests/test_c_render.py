@@ -63,7 +63,7 @@ def test_concatenated_reshapes_are_clamped_and_match_jax():
 
 
 def test_parallel_loops_go_to_the_runtime_only_when_the_work_pays_for_it():
-    """Loops big enough (c_render.PARALLEL_MIN_WORK) become bodies handed to the caller's
+    """Loops big enough (c_writer.PARALLEL_MIN_WORK) become bodies handed to the caller's
     ``rt->parallel_for``; small ones stay plain loops; no OpenMP threading is left."""
     big, small = np.ones((64, 1024), np.float32), np.ones((4, 64), np.float32)
     source = c_source(jax.nn.softmax, big)
