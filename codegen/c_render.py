@@ -4,10 +4,11 @@ The function has the fixed ABI of ``c_abi.h``, ``void NAME(const void *const *in
 *out, const dnf_runtime *rt)``: the buffers in order, shapes baked in. Loops follow the IR: the
 rows loop (if any) is the parallel loop and the stages run inside it; otherwise each stage
 parallelises its own outer loop. A parallel loop's body becomes a static function of a range
-``[begin, end)`` that reads the buffers from a context struct, handed to ``rt->parallel_for``
-(the caller's threads: XLA's pool under the FFI). Reductions accumulate in ``LANES`` independent lanes, which gcc vectorises without
-``-ffast-math`` (the summation order is written out, not licensed by a flag). Operations are
-spelled by ``C_OPS``, one entry per kernel IR operation, with helpers from ``c_prelude.h``.
+``[begin, end)`` handed to ``rt->parallel_for`` (``c_writer.py``; under the FFI, XLA's thread
+pool runs it). Reductions accumulate in ``LANES`` independent lanes, which gcc vectorises
+without ``-ffast-math`` (the summation order is written out, not licensed by a flag); a layout
+transpose walks tiles. Operations are spelled by ``C_OPS``, one entry per kernel IR operation,
+with helpers from ``c_prelude.h``.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from dnnfusion_jax.guarded_loads import index_vars, uniform_loads
+from dnnfusion_jax.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
 
 from .c_writer import CWriter
-from dnnfusion_jax.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
 
 C_ABI = Path(__file__).with_name("c_abi.h").read_text()
 PRELUDE = C_ABI + Path(__file__).with_name("c_prelude.h").read_text()
@@ -143,7 +144,7 @@ def render_index(index: Index, names: dict[LoopVar, str]) -> str:
     return " + ".join(parts)
 
 
-def _load_index(w: "CWriter", load: Expr, names: dict[LoopVar, str],
+def _load_index(w: CWriter, load: Expr, names: dict[LoopVar, str],
                 uniform_in: LoopVar | None = None) -> str:
     """A load's index, clamped into its buffer where its bounds leave it. Concatenate and pad
     are predicated reads: every branch of the ``select`` is evaluated (branch-free, so loops
