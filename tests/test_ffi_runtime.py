@@ -170,3 +170,25 @@ except Exception as e:
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "raised" in done.stdout and "no kernel registered under id 77" in done.stdout
+
+
+def test_parallel_kernels_called_from_many_threads_at_once():
+    """Parallel loops run on XLA's intra-op pool (c_abi.h); executions from several Python
+    threads at once share that pool, and every call must still finish with its own result
+    (the caller claims pieces itself, so a busy pool cannot stall it)."""
+    import concurrent.futures
+
+    import dnnfusion_jax as dnnfusion
+    fn = dnnfusion.jit(lambda x: jax.nn.softmax(jnp.tanh(x) * 3.0, axis=-1), backend="c",
+                       fallback=False)
+    inputs = [np.random.default_rng(k).standard_normal((256, 512)).astype(np.float32)
+              for k in range(4)]
+    want = [np.asarray(jax.nn.softmax(jnp.tanh(x) * 3.0, axis=-1)) for x in inputs]
+    fn(inputs[0]).block_until_ready()  # compile once
+
+    def worker(k):
+        return all(np.allclose(np.asarray(fn(inputs[k])), want[k], rtol=1e-5, atol=1e-6)
+                   for _ in range(25))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(worker, range(4)))
