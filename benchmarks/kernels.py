@@ -41,24 +41,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import dnnfusion_jax as dnnfusion  # noqa: E402
-
-
-def layer_norm(x, g, b):
-    m = x.mean(-1, keepdims=True)
-    v = ((x - m) ** 2).mean(-1, keepdims=True)
-    return (x - m) * jax.lax.rsqrt(v + 1e-5) * g + b
-
-
-def rms_norm(x, g):
-    return x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + 1e-6) * g
-
-
-def group_norm(x, g, b, groups=32):
-    n, h, w, c = x.shape
-    xr = x.reshape(n, h, w, groups, c // groups)
-    m = xr.mean((1, 2, 4), keepdims=True)
-    v = ((xr - m) ** 2).mean((1, 2, 4), keepdims=True)
-    return ((xr - m) * jax.lax.rsqrt(v + 1e-5)).reshape(x.shape) * g + b
+from examples.norms import group_norm, layer_norm, rms_norm  # noqa: E402
 
 
 def workloads():

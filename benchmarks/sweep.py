@@ -25,13 +25,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import dnnfusion_jax as dnnfusion  # noqa: E402
+from examples.norms import layer_norm  # noqa: E402
 from kernels import interleaved_ms  # noqa: E402
-
-
-def layer_norm(x):
-    m = x.mean(-1, keepdims=True)
-    v = ((x - m) ** 2).mean(-1, keepdims=True)
-    return (x - m) * jax.lax.rsqrt(v + 1e-5)
 
 
 def causal_softmax(scores):
