@@ -59,9 +59,9 @@ def depthwise_reason(node: Node) -> str | None:
 class WindowTap:
     """One output element's reads at one window position (the window loops as variables).
 
-    lhs, rhs: indices into the input and the weights; inside: bounds checks ``(index, size)``
-    that must all hold, ``0 <= index < size``, for the input element to exist (elsewhere it
-    is padding, which reads as zero)."""
+    lhs, rhs: indices into the input and the weights; inside: ``(index, size)`` per spatial
+    dimension, all of which must satisfy ``0 <= index < size`` for the input element to exist
+    (elsewhere it is padding, which reads as zero)."""
 
     lhs: list[Index]
     rhs: list[Index]
@@ -93,8 +93,5 @@ def window_tap(node: Node, out_index: list[Index], window: list[LoopVar]) -> Win
         position = out_index[out_spec[2 + d]] * strides[d] + tap * dilation[d] + (-int(low))
         lhs_index[lhs_spec[2 + d]] = position
         rhs_index[rhs_spec[2 + d]] = tap
-        size = lhs.shape[lhs_spec[2 + d]]
-        lower, upper = position.bounds()
-        if lower < 0 or upper >= size:
-            inside.append((position, size))
+        inside.append((position, lhs.shape[lhs_spec[2 + d]]))
     return WindowTap(lhs_index, rhs_index, inside)

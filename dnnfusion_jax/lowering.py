@@ -174,7 +174,7 @@ class _BlockLowering:
         if self.cached or not self.rows:
             return kernel
         plan = plan_row_caches(self.block.nodes, self.producer, self.reads, self.stages,
-                               self.rows)
+                               self.rows, STAGED)
         if not plan:
             return kernel
         rows = tuple(v.extent for v in self.rows)
@@ -209,33 +209,28 @@ class _BlockLowering:
         return [Index.var(row) for row in self.rows]
 
     def _store_stage(self, var: Var, buffer: Buffer) -> None:
+        """Stores ``var``: one stage over all of it, or, for a stored concatenate, a joined
+        loop: one stage per operand over that operand's part of the output, so that each
+        element reads only the operand it comes from (the predicated form reads every
+        operand, clamped, and selects one)."""
         k = len(self.rows)
         node = self.producer[var]
+        axis, parts = 0, [var]
         if node.op == "concatenate" and node.params["dimension"] >= k:
-            self._joined_store_stages(node, buffer)
-            return
-        loops = self._loops(var.shape[k:])
-        index = self._row_indices() + [Index.var(v) for v in loops]
-        value = self.value_at(var, index)
-        self.stages.append(Stage("store", buffer.name, linearize(index, var.shape), value,
-                                 tuple(v for v in loops if v.extent > 1),
-                                 caches=self._take_caches()))
-
-    def _joined_store_stages(self, node: Node, buffer: Buffer) -> None:
-        """A stored concatenate as a joined loop: one store stage per operand, over that
-        operand's part of the output, so each element reads only the operand it comes from
-        (the predicated form reads every operand, clamped, and selects one)."""
-        k, axis, start = len(self.rows), node.params["dimension"], 0
-        for operand in node.inputs:
-            loops = self._loops(operand.shape[k:])
+            axis, parts = node.params["dimension"], list(node.inputs)
+        starts = [0]  # where each part begins along the concatenated axis
+        for part in parts[:-1]:
+            starts.append(starts[-1] + part.shape[axis])
+        for part, start in zip(parts, starts):
+            loops = self._loops(part.shape[k:])
             index = self._row_indices() + [Index.var(v) for v in loops]
             target = list(index)
-            target[axis] = index[axis] + start
-            value = self.value_at(operand, index)
-            self.stages.append(Stage("store", buffer.name, linearize(target, node.out.shape),
-                                     value, tuple(v for v in loops if v.extent > 1),
+            if start:
+                target[axis] = index[axis] + start
+            value = self.value_at(part, index)
+            self.stages.append(Stage("store", buffer.name, linearize(target, var.shape), value,
+                                     tuple(v for v in loops if v.extent > 1),
                                      caches=self._take_caches()))
-            start += operand.shape[axis]
 
     def _reduce_stage(self, node: Node) -> None:
         operand, result = node.inputs[0], node.out
@@ -266,13 +261,8 @@ class _BlockLowering:
         out_index = self._row_indices() + [Index.var(v) for v in kept_loops]
         tap = window_tap(node, out_index, window)
         x = self.value_at(node.inputs[0], tap.lhs)
-        if tap.inside:
-            checks = [Expr("and", (self._compare("ge", index, 0),
-                                   self._compare("lt", index, size)), "bool")
-                      for index, size in tap.inside]
-            inside = checks[0]
-            for check in checks[1:]:
-                inside = Expr("and", (inside, check), "bool")
+        inside = self._inside(tap.inside)
+        if inside is not None:
             x = Expr("select", (inside, x, Expr("const", (), dtype, (0,))), dtype)
         value = Expr("mul", (x, self.value_at(node.inputs[1], tap.rhs)), dtype)
         self._add_reduction(result, "add", value, kept_loops, window)
@@ -408,22 +398,14 @@ class _BlockLowering:
 
     def _lower_pad(self, node: Node, index: list[Index]) -> Expr:
         operand, padding = node.inputs
-        inner, checks = [], []
-        for d, (low, _high, _interior) in enumerate(node.params["padding_config"]):
-            shifted = index[d] + (-int(low))
-            inner.append(shifted)
-            if shifted.lower() < 0:
-                checks.append(self._compare("ge", shifted, 0))
-            if shifted.upper() >= operand.shape[d]:
-                checks.append(self._compare("lt", shifted, operand.shape[d]))
-        value = self.value_at(operand, inner) if not checks else None
-        if not checks:
+        inner = [i + (-int(low)) for i, (low, _high, _interior)
+                 in zip(index, node.params["padding_config"])]
+        value = self.value_at(operand, inner)
+        inside = self._inside(list(zip(inner, operand.shape)))
+        if inside is None:
             return value
-        inside = checks[0]
-        for check in checks[1:]:
-            inside = Expr("and", (inside, check), "bool")
-        return Expr("select", (inside, self.value_at(operand, inner),
-                               self.value_at(padding, [])), kernel_dtype(node.out))
+        return Expr("select", (inside, value, self.value_at(padding, [])),
+                    kernel_dtype(node.out))
 
     def _lower_concatenate(self, node: Node, index: list[Index]) -> Expr:
         axis = node.params["dimension"]
@@ -443,6 +425,23 @@ class _BlockLowering:
 
     def _lower_iota(self, node: Node, index: list[Index]) -> Expr:
         return Expr("index", (), kernel_dtype(node.out), (index[node.params["dimension"]],))
+
+    def _inside(self, positions: list[tuple[Index, int]]) -> Expr | None:
+        """That every ``(index, size)`` lies in ``[0, size)``, testing only the bounds an index
+        can cross (pad, a convolution's padded window); None when none can."""
+        checks = []
+        for index, size in positions:
+            low, high = index.bounds()
+            if low < 0:
+                checks.append(self._compare("ge", index, 0))
+            if high >= size:
+                checks.append(self._compare("lt", index, size))
+        if not checks:
+            return None
+        inside = checks[0]
+        for check in checks[1:]:
+            inside = Expr("and", (inside, check), "bool")
+        return inside
 
     def _compare(self, op: str, index: Index, bound: int) -> Expr:
         return Expr(op, (Expr("index", (), "i64", (index,)), Expr("const", (), "i64", (bound,))),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from .ir import Node, Var
 from .kernel_ir import Index, LoopVar, Stage, linearize
@@ -49,14 +49,12 @@ FREE_OPS = frozenset("""broadcast_in_dim reshape squeeze expand_dims transpose r
     convert_element_type""".split())
 
 
-def _staged(node: Node) -> bool:
-    """Reductions and depthwise convolutions have stages of their own: later stages load them."""
-    return node.op.startswith("reduce_") or node.op == "conv_general_dilated"
-
-
-def value_cost(var: Var, producer: Mapping[Var, Node], stops: set[Var]) -> int:
+def value_cost(var: Var, producer: Mapping[Var, Node], stops: set[Var],
+               staged: Collection[str]) -> int:
     """Operations inlined to compute one element of ``var``; ``stops`` are loaded instead
-    (block inputs, reductions, cached values). Shared operands count once."""
+    (block inputs, cached values), and so are the results of ``staged`` primitives (those the
+    lowering computes in stages of their own: reductions, depthwise convolutions). Shared
+    operands count once."""
     seen: set[Var] = set()
     stack, cost = [var], 0
     while stack:
@@ -65,7 +63,7 @@ def value_cost(var: Var, producer: Mapping[Var, Node], stops: set[Var]) -> int:
         if current in seen or node is None or (current in stops and current is not var):
             continue
         seen.add(current)
-        if _staged(node):
+        if node.op in staged:
             continue
         cost += 0 if node.op in FREE_OPS else OP_COST.get(node.op, 1)
         stack.extend(node.inputs)
@@ -89,8 +87,10 @@ def visits_each_once(stage: Stage, flat: Index, size: int) -> bool:
 
 def plan_row_caches(nodes: Sequence[Node], producer: Mapping[Var, Node],
                     reads: Mapping[Var, list[tuple[int, tuple[Index, ...]]]],
-                    stages: Sequence[Stage], rows: Sequence[LoopVar]) -> dict[Var, int]:
-    """Values to cache, each with the number of the stage that stores it.
+                    stages: Sequence[Stage], rows: Sequence[LoopVar],
+                    staged: Collection[str]) -> dict[Var, int]:
+    """Values to cache, each with the number of the stage that stores it (``staged``: see
+    ``value_cost``; their results are loaded, never cached).
 
     ``reads[var]`` lists ``(stage number, index)`` for every distinct index at which the first
     lowering evaluated ``var``; ``nodes`` are in topological order.
@@ -102,7 +102,7 @@ def plan_row_caches(nodes: Sequence[Node], producer: Mapping[Var, Node],
     plan: dict[Var, int] = {}
     budget = MAX_ROW_CACHE_ELEMENTS
     for node in nodes:
-        if _staged(node) or node.op in FREE_OPS or len(node.outputs) != 1:
+        if node.op in staged or node.op in FREE_OPS or len(node.outputs) != 1:
             continue
         var = node.out
         var_reads = reads.get(var, [])
@@ -111,7 +111,7 @@ def plan_row_caches(nodes: Sequence[Node], producer: Mapping[Var, Node],
             continue
         local_shape = var.shape[k:]
         size = math.prod(local_shape)
-        if size > budget or value_cost(var, producer, set(plan)) < MIN_CACHE_COST:
+        if size > budget or value_cost(var, producer, set(plan), staged) < MIN_CACHE_COST:
             continue
         first = [index for stage, index in var_reads if stage == readers[0]]
         if len(first) != 1 or not visits_each_once(
