@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dnnfusion_jax.guarded_loads import index_vars, uniform_loads
+from dnnfusion_jax.guarded_loads import affine_coefficient, uniform_loads
 from dnnfusion_jax.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
 
 from .c_writer import CWriter
@@ -160,13 +160,12 @@ def _load_index(w: CWriter, load: Expr, names: dict[LoopVar, str],
     low, high = index.bounds()
     if low >= 0 and high <= last:
         return text
-    if uniform_in is not None:
-        coef = dict(index.terms).get(uniform_in, 0)
+    coef = affine_coefficient(index, uniform_in) if uniform_in is not None else None
+    if coef is not None and coef > 0 and coef * (uniform_in.extent - 1) <= last:
         rest = index + Index(((uniform_in, -coef),))
+        step = render_index(Index(((uniform_in, coef),)), names)
         span = coef * (uniform_in.extent - 1)
-        if coef > 0 and uniform_in not in index_vars(rest) and span <= last:
-            step = render_index(Index(((uniform_in, coef),)), names)
-            return f"dnf_clamp_index({render_index(rest, names)}, {last - span}) + {step}"
+        return f"dnf_clamp_index({render_index(rest, names)}, {last - span}) + {step}"
     return f"dnf_clamp_index({text}, {last})"
 
 
@@ -311,13 +310,11 @@ def _transposing_pair(stage: Stage) -> tuple[LoopVar, LoopVar] | None:
     v = stage.loops[-1]
     for load in (e for e in expr_nodes([stage.value]) if e.op == "load"):
         index = load.attrs[1]
-        direct = dict(index.terms)
-        nested = {var for atom, _ in index.terms if not isinstance(atom, LoopVar)
-                  for var in index_vars(Index(((atom, 1),)))}
-        if abs(direct.get(v, 0)) < TILE or v in nested:
+        stride = affine_coefficient(index, v)
+        if stride is None or abs(stride) < TILE:
             continue
         for u in stage.loops[:-1]:
-            if direct.get(u) == 1 and u.extent >= TILE and u not in nested:
+            if u.extent >= TILE and affine_coefficient(index, u) == 1:
                 return u, v
     return None
 

@@ -39,6 +39,15 @@ def index_vars(index: Index) -> set[LoopVar]:
     return found
 
 
+def affine_coefficient(index: Index, var: LoopVar) -> int | None:
+    """``var``'s coefficient in ``index`` (0 when absent), or None when ``var`` also appears
+    inside a division or remainder, where a step of ``var`` is no fixed step of the index."""
+    for atom, _ in index.terms:
+        if isinstance(atom, (Div, Mod)) and var in index_vars(atom.index):
+            return None
+    return dict(index.terms).get(var, 0)
+
+
 def expr_vars(expr: Expr) -> set[LoopVar]:
     """Every loop variable an expression depends on: through its index expressions and the
     indices of the values it loads (a data-dependent predicate depends on where it reads)."""
