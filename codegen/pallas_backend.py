@@ -8,11 +8,12 @@ reshape, anything the lowering cannot express), plus anything the renderer canno
 exactly and any kernel Pallas refuses to trace (each is traced once when compiled);
 ``explain()`` lists each with its reason.
 
-Block sizes: ``block_rows(kernel, device_kind)`` picks the rows per grid step. The default is
-``default_block_rows``: every row in one step when interpreting, otherwise the largest power of
-two dividing the row count whose blocks stay under ``GPU_BLOCK_BYTES``. Pass your own
-``block_rows`` (for instance one that reads sizes measured per device kind) to override it;
-returning None keeps the default.
+Tiles: ``block_points(kernel, device_kind)`` picks the grid points (rows, or the points of a
+one-stage kernel) per program, a power of two. The default is ``default_block``: every point in
+one program when interpreting, otherwise the most points whose tile stays within the device
+kind's measured budget (``pallas_tuning``), or its default when none was measured.
+Pass your own ``block_points`` to override it; returning None keeps the default. On a GPU each
+kernel is also compiled when its block is, so one that Triton rejects falls back to XLA too.
 
 Example:
     >>> import jax, jax.numpy as jnp, numpy as np
@@ -29,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,21 +38,24 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from dnnfusion_jax.executable import Kernel, UnsupportedBlock
 from dnnfusion_jax.ir import Node, Var
 from dnnfusion_jax.kernel_ir import LoopKernel
-from dnnfusion_jax.lowering import NUMPY_DTYPES, lower_block
+from dnnfusion_jax.lowering import lower_block
 from dnnfusion_jax.plan import Block
 
+from . import pallas_math
 from .kernel_blocks import kernel_fusible, require_kernel_block
-from .pallas_render import Unrenderable, render_pallas
+from .pallas_render import GridShape, Unrenderable, grid_shape, next_power_of_two, render_pallas
+from .pallas_tuning import tile_elements
 
-GPU_BLOCK_BYTES = 1 << 16
-"""Default budget of one grid step's blocks on a GPU (all buffers of a block of rows): small
-enough for registers and shared memory of a Triton program. Not measured: no GPU was at hand."""
+GPU_MAX_TILE_ELEMENTS = 1 << 16
+"""Largest tile one program may hold (a row of 64K floats: 16 warps, 128 registers a thread);
+a kernel needing more, a row of a huge reduction, stays with XLA."""
 
-BlockRows = Callable[[LoopKernel, str], "int | None"]
+BlockPoints = Callable[[LoopKernel, str], "int | None"]
 
 
 def interpreting() -> bool:
@@ -60,29 +63,29 @@ def interpreting() -> bool:
     return jax.default_backend() != "gpu"
 
 
-def default_block_rows(kernel: LoopKernel, device_kind: str, interpret: bool) -> int:
-    """Rows per grid step: all of them when interpreting; on a GPU the largest power of two
-    dividing the row count whose blocks fit ``GPU_BLOCK_BYTES`` (at least 1).
+def default_block(shape: GridShape, interpret: bool, tile_elements: int) -> int:
+    """Grid points per program: all of them when interpreting (or when one program must see
+    every row); on a GPU the most, a power of two, whose tile fits ``tile_elements``.
 
-    >>> from dnnfusion_jax.kernel_ir import Buffer, LoopKernel, LoopVar
-    >>> k = LoopKernel("k", [Buffer("in0", (96, 256), "f32", "input")],
-    ...                [Buffer("out0", (96, 256), "f32", "output")], [], (LoopVar("r0", 96),), [])
-    >>> default_block_rows(k, "cpu", True), default_block_rows(k, "NVIDIA H200", False)
-    (96, 32)
+    >>> rows = GridShape(walked=(), points=96, point_elements=256, one_program=False)
+    >>> default_block(rows, True, 4096), default_block(rows, False, 4096)
+    (128, 16)
     """
-    rows = math.prod(v.extent for v in kernel.rows) if kernel.rows else 1
-    if interpret or rows == 1:
-        return rows
-    row_bytes = sum(b.size // rows * np.dtype(NUMPY_DTYPES[b.dtype]).itemsize
-                    for b in (*kernel.inputs, *kernel.outputs) if b.size % rows == 0)
-    best = 1
-    while rows % (best * 2) == 0 and best * 2 * row_bytes <= GPU_BLOCK_BYTES:
-        best *= 2
-    return best
+    whole = next_power_of_two(shape.points)
+    if interpret or shape.one_program:
+        return whole
+    block = 1
+    while block < whole and block * 2 * shape.point_elements <= tile_elements:
+        block *= 2
+    return block
 
 
-NAMESPACE = {"jax": jax, "jnp": jnp, "lax": lax, "np": np, "pl": pl}
-"""What generated source may refer to (plus ``INTERPRET``)."""
+def namespace(interpret: bool) -> dict[str, Any]:
+    """What generated source may refer to: modules, ``INTERPRET``, and ``BARRIER`` (a block
+    barrier on a GPU; interpret mode runs a program's array code in order, so nothing)."""
+    return {"jax": jax, "jnp": jnp, "lax": lax, "np": np, "pl": pl, "plgpu": plgpu,
+            "pm": pallas_math, "INTERPRET": interpret,
+            "BARRIER": (lambda: None) if interpret else plgpu.debug_barrier}
 
 
 def kernel_name(block: Block) -> str:
@@ -91,10 +94,18 @@ def kernel_name(block: Block) -> str:
 
 def build_kernel(source: str, name: str, interpret: bool) -> Callable[..., list[Any]]:
     """Executes generated source and returns its ``name`` function (the pallas_call)."""
-    namespace = dict(NAMESPACE, INTERPRET=interpret)
+    names = namespace(interpret)
     exec(compile(source, f"<pallas {name} "
-                 f"{hashlib.sha256(source.encode()).hexdigest()[:12]}>", "exec"), namespace)
-    return namespace[name]
+                 f"{hashlib.sha256(source.encode()).hexdigest()[:12]}>", "exec"), names)
+    return names[name]
+
+
+def lower_for_cuda(call: Callable[..., Any], avals: Sequence[jax.ShapeDtypeStruct]) -> str:
+    """Lowers a kernel built with ``interpret=False`` for an NVIDIA GPU through Triton, on any
+    machine (Pallas lowers to Triton IR without a device): the GPU's rules (power-of-two
+    arrays, primitives with a Triton lowering) checked without one. Returns the StableHLO
+    text; raises what the lowering raises."""
+    return jax.jit(call).trace(*avals).lower(lowering_platforms=("cuda",)).as_text()
 
 
 class PallasBackend:
@@ -102,9 +113,9 @@ class PallasBackend:
 
     name = "pallas"
 
-    def __init__(self, interpret: bool | None = None, block_rows: BlockRows | None = None):
+    def __init__(self, interpret: bool | None = None, block_points: BlockPoints | None = None):
         self.interpret = interpreting() if interpret is None else interpret
-        self.block_rows = block_rows
+        self.block_points = block_points
 
     def fusible(self, node: Node) -> str | None:
         """Why ``node`` may not join a Pallas kernel with others (None: it may)."""
@@ -115,11 +126,16 @@ class PallasBackend:
         require_kernel_block(block)
         loop_kernel = lower_block(block, constants, name=kernel_name(block))
         device_kind = jax.devices()[0].device_kind
-        rows = self.block_rows(loop_kernel, device_kind) if self.block_rows else None
-        if rows is None:
-            rows = default_block_rows(loop_kernel, device_kind, self.interpret)
+        shape = grid_shape(loop_kernel)
+        block = self.block_points(loop_kernel, device_kind) if self.block_points else None
+        if block is None:
+            block = default_block(shape, self.interpret, tile_elements(device_kind))
+        tile = min(block, next_power_of_two(shape.points)) * shape.point_elements
+        if not self.interpret and tile > GPU_MAX_TILE_ELEMENTS:
+            raise UnsupportedBlock(f"Pallas renderer: a program's tile would hold {tile} "
+                                   f"elements (at most {GPU_MAX_TILE_ELEMENTS} on a GPU)")
         try:
-            return render_pallas(loop_kernel, rows), loop_kernel
+            return render_pallas(loop_kernel, block), loop_kernel
         except Unrenderable as why:
             raise UnsupportedBlock(f"Pallas renderer: {why}") from None
 
@@ -133,6 +149,8 @@ class PallasBackend:
                  for p in positions]
         try:
             results = jax.eval_shape(call, *avals)
+            if not self.interpret:  # Triton's own checks, and its compiler's
+                jax.jit(call).lower(*avals).compile()
         except Exception as error:  # noqa: BLE001 - any tracing failure means "not this way"
             raise UnsupportedBlock(f"Pallas rejected the kernel: {type(error).__name__}: "
                                    f"{str(error).splitlines()[0][:200]}") from None

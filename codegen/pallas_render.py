@@ -1,38 +1,46 @@
-"""Renders a kernel IR ``LoopKernel`` as the Python source of one ``pl.pallas_call`` (the Pallas
-code generator).
+"""Renders a kernel IR ``LoopKernel`` as the Python source of one ``pl.pallas_call``, written
+as Triton wants a GPU kernel (the Pallas code generator; interpret mode runs the same source).
 
-Same IR as the C renderer, other spelling. A C stage is a loop nest computing one element at a
-time; here a stage is *array code* over its whole iteration space (the block's rows, then the
-stage's loops, then its reduce loops, one array axis each; an axis a value does not depend on
-has size 1 and broadcasts):
+Same IR as the C renderer, other spelling. Where C runs a loop nest one element at a time, a
+Pallas stage is *array code* over a tile:
 
-* a load is a read of the input's block followed by the view the flat index describes
-  (reshape, slice, rev, transpose, broadcast: ``pallas_views``); an index that is no view (pad
-  and concatenate reads) is a gather on the flattened block, marked in the source;
-* an operation is spelled by ``PALLAS_OPS`` (lax functions: XLA semantics, NaN-propagating
-  max/min, C-style integer division and remainder), a reduction by ``REDUCERS``;
-* temporaries are in-kernel values, never refs; a block output read by a later stage is kept as
-  a value too.
+* **Grid.** The grid walks the kernel's rows (``kernel.rows``), ``block`` of them per program;
+  a kernel of a single store stage walks every point of that stage instead (its loops join the
+  rows), so an elementwise block is split evenly however its loops are shaped. ``grid_shape``
+  says what a kernel walks; the backend chooses ``block``.
+* **Tiles of powers of two.** A stage is array code over (the program's rows, its kept loops
+  flattened, its reduced loops flattened), each axis padded to a power of two (Triton's rule
+  for every array); a loop variable is a digit of its axis. Lanes past an extent are masked:
+  never loaded, stored or reduced (a reduction sees its identity there).
+* **Pointers.** Buffers are passed flat and every access is a masked ``plgpu.load`` or
+  ``plgpu.store`` at the offsets its ``Index`` gives: Reorganize and Shuffle operators are index
+  arithmetic in the kernel, never copies; a read that can leave its buffer (pad, concatenate)
+  is masked where it does, and its select discards those lanes.
+* **Temporaries** live in global scratch, one slot per row (extra outputs of the call, dropped
+  after it). A stage that reads what an earlier stage wrote starts with ``BARRIER()``: a block
+  barrier on a GPU (the program's threads see each other's writes), nothing in interpret mode.
+  A kernel that reads an output it wrote in another row's place runs as one program.
+* **Operations** are ``lax`` functions (XLA semantics: NaN-propagating max/min, C-style integer
+  division); those Triton lacks (erf, erfc, round) come from ``pallas_math`` as ``pm.*``.
 
-The ``rows`` loop is the grid: buffers that every access reads row by row are passed as
-``(rows, row size)`` with blocks of ``block_rows`` rows; the others whole. The reshapes around
-the call are row-major bitcasts, not copies. When some access mixes rows with other indices (a
-transpose across rows) the grid has one step, so that the whole buffer is at hand.
+The source expects ``jax, jnp, lax, np, pl, plgpu, pm``, ``INTERPRET`` and ``BARRIER``
+(``pallas_backend.namespace``).
 
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from dnnfusion_jax.trace import trace_function
     >>> from dnnfusion_jax.plan import whole_graph_block
     >>> from dnnfusion_jax.lowering import lower_block
-    >>> g = trace_function(lambda x: jnp.exp(x) * 2.0, [jnp.ones((4, 8))]).graph
-    >>> source = render_pallas(lower_block(whole_graph_block(g), g.constants, "k"))
+    >>> g = trace_function(lambda x: jnp.exp(x) * 2.0, [jnp.ones((4, 6))]).graph
+    >>> source = render_pallas(lower_block(whole_graph_block(g), g.constants, "k"), block=16)
     >>> print(source.split("def k(")[0].strip())
     def k_body(in0_ref, out0_ref):
-        in0 = in0_ref[...]
-        # out0[i1_0 + r0*8] = mul(exp(in0[i1_0 + r0*8]), 2.0)  for rows, i1_0<8
-        v0 = lax.exp(in0)
-        v1 = lax.mul(v0, np.float32(2.0))
-        out0_ref[...] = v1
+        # out0[i1_0 + r0*6] = mul(exp(in0[i1_0 + r0*6]), 2.0)  for rows, i1_0<6
+        r = pl.program_id(0) * 16 + lax.broadcasted_iota(jnp.int32, (16,), 0)
+        v0 = plgpu.load(in0_ref.at[r], mask=r < 24, other=np.float32(0.0))
+        v1 = lax.exp(v0)
+        v2 = lax.mul(v1, np.float32(2.0))
+        plgpu.store(out0_ref.at[r], v2, mask=r < 24)
 """
 from __future__ import annotations
 
@@ -40,22 +48,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dnnfusion_jax.kernel_ir import (Buffer, Div, Expr, Index, LoopKernel, LoopVar, Stage,
+from dnnfusion_jax.kernel_ir import (Div, Expr, Index, LoopKernel, LoopVar, Mod, Stage,
                                      expr_nodes, render_expr)
 
-from .pallas_views import Step, access_digits, load_view, loop_vars, store_view
-
 PALLAS_OPS = {
-    # kernel IR operation → spelling; {0} {1} {2} are operands (arrays of equal rank or scalars)
+    # kernel IR operation → spelling; {0} {1} {2} are operands (arrays or scalars)
     "neg": "lax.neg({0})", "abs": "lax.abs({0})", "exp": "lax.exp({0})",
     "exp2": "lax.exp2({0})", "log": "lax.log({0})", "log1p": "lax.log1p({0})",
     "expm1": "lax.expm1({0})", "tanh": "lax.tanh({0})", "logistic": "lax.logistic({0})",
     "sqrt": "lax.sqrt({0})", "rsqrt": "lax.rsqrt({0})", "cbrt": "lax.cbrt({0})",
     "sin": "lax.sin({0})", "cos": "lax.cos({0})", "tan": "lax.tan({0})",
     "floor": "lax.floor({0})", "ceil": "lax.ceil({0})",
-    "round_away": "lax.round({0}, lax.RoundingMethod.AWAY_FROM_ZERO)",
-    "round_even": "lax.round({0}, lax.RoundingMethod.TO_NEAREST_EVEN)",
-    "sign": "lax.sign({0})", "erf": "lax.erf({0})", "erfc": "lax.erfc({0})",
+    "round_away": "pm.round_away({0})", "round_even": "pm.round_even({0})",
+    "sign": "lax.sign({0})", "erf": "pm.erf({0})", "erfc": "pm.erfc({0})",
     "is_finite": "lax.is_finite({0})", "not": "lax.bitwise_not({0})",
     "square": "lax.square({0})",
     "add": "lax.add({0}, {1})", "sub": "lax.sub({0}, {1})", "mul": "lax.mul({0}, {1})",
@@ -69,11 +74,12 @@ PALLAS_OPS = {
     "le": "lax.le({0}, {1})", "gt": "lax.gt({0}, {1})", "ge": "lax.ge({0}, {1})",
     "select": "jnp.where({0}, {1}, {2})",  # lax.select does not broadcast size-1 dimensions
 }
-"""Kernel IR operation → Pallas (jax.lax) spelling: the primitives ``jax.jit`` itself runs."""
+"""Kernel IR operation → Pallas spelling: the primitives ``jax.jit`` itself runs, or their
+``pallas_math`` forms where Triton has no rule."""
 
 REDUCERS = {"add": "lax.reduce_sum", "mul": "lax.reduce_prod", "max": "lax.reduce_max",
             "min": "lax.reduce_min", "and": "lax.reduce_and", "or": "lax.reduce_or"}
-"""Reduce-stage combiner → reduction over array axes."""
+"""Reduce-stage combiner → reduction over an array axis."""
 
 JNP_DTYPES = {"f32": "jnp.float32", "f64": "jnp.float64", "i32": "jnp.int32",
               "i64": "jnp.int64", "u32": "jnp.uint32", "u8": "jnp.uint8", "i8": "jnp.int8",
@@ -89,231 +95,325 @@ class Unrenderable(Exception):
     """The kernel has something this renderer cannot spell exactly; the message says what."""
 
 
+def next_power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
 @dataclass(frozen=True)
-class Layout:
-    """How a buffer is passed: ``rows`` as (all rows, row size) in blocks of rows, else flat."""
+class GridShape:
+    """What a kernel's grid walks: ``walked`` loop variables (flat, row-major: ``points`` in
+    all), ``point_elements`` tile elements per point (the largest stage's padded kept × reduced
+    extents), and ``one_program`` when a stage reads an output another point wrote."""
 
-    rows: bool
-    size: int  # row size (rows) or total size (flat)
+    walked: tuple[LoopVar, ...]
+    points: int
+    point_elements: int
+    one_program: bool
 
 
-def render_pallas(kernel: LoopKernel, block_rows: int | None = None) -> str:
+def grid_shape(kernel: LoopKernel) -> GridShape:
+    """How ``kernel``'s iteration space splits among programs (see the module docstring).
+
+    >>> from dnnfusion_jax.kernel_ir import Buffer, Expr, Stage
+    >>> r, i = LoopVar("r", 6), LoopVar("i", 100)
+    >>> x = Expr("load", (), "f32", ("in0", Index.var(r) * 100 + Index.var(i)))
+    >>> k = LoopKernel("k", [Buffer("in0", (6, 100), "f32", "input")],
+    ...                [Buffer("out0", (6, 100), "f32", "output")], [], (r,),
+    ...                [Stage("store", "out0", Index.var(r) * 100 + Index.var(i), x, (i,))])
+    >>> grid_shape(k)   # one store stage: the grid walks all 600 points
+    GridShape(walked=(LoopVar(name='r', extent=6), LoopVar(name='i', extent=100)), \
+points=600, point_elements=1, one_program=False)
+    """
+    stages = kernel.stages
+    if len(stages) == 1 and stages[0].kind == "store" and not stages[0].caches:
+        walked = (*kernel.rows, *stages[0].loops)
+        return GridShape(walked, math.prod(v.extent for v in walked), 1, False)
+    elements = max(_padded(stage.loops) * _padded(stage.reduce_loops) for stage in stages)
+    rows = math.prod(v.extent for v in kernel.rows)
+    return GridShape(kernel.rows, rows, elements, _reads_across_rows(kernel, rows))
+
+
+def _padded(loops: tuple[LoopVar, ...]) -> int:
+    return next_power_of_two(math.prod(v.extent for v in loops)) if loops else 1
+
+
+def _reads_across_rows(kernel: LoopKernel, rows: int) -> bool:
+    """Whether a stage loads an output at an index outside the rows its own point stores
+    (then one program must compute every row). Temporaries are row-local by construction."""
+    if not kernel.rows:
+        return False
+    stored = {s.target for s in kernel.stages}
+    for buffer in kernel.outputs:
+        if buffer.name not in stored:
+            continue
+        loads = [e.attrs[1] for s in kernel.stages for e in expr_nodes([s.value])
+                 if e.op == "load" and e.attrs[0] == buffer.name]
+        if not loads:
+            continue
+        stores = [s.index for s in kernel.stages if s.target == buffer.name]
+        if buffer.size % rows or any(_row_local(kernel.rows, index, buffer.size // rows) is None
+                                     for index in (*loads, *stores)):
+            return True
+    return False
+
+
+def _row_local(rows: tuple[LoopVar, ...], index: Index, size: int) -> Index | None:
+    """The part of ``index`` inside its row's ``size`` elements when the rest is exactly
+    ``flat row · size``; None otherwise."""
+    stride, strides = math.prod(v.extent for v in rows), {}
+    for var in rows:
+        stride //= var.extent
+        strides[var] = stride * size
+    local = []
+    for atom, coef in index.terms:
+        if atom in strides:
+            if coef != strides[atom]:
+                return None
+        elif isinstance(atom, LoopVar) or not (_vars(atom.index) & set(rows)):
+            local.append((atom, coef))
+        else:
+            return None
+    if any(var.extent > 1 and all(a != var for a, _ in index.terms) for var in rows):
+        return None
+    local_index = Index(tuple(local), index.const)
+    low, high = local_index.bounds()
+    return local_index if 0 <= low and high < size else None
+
+
+def _vars(index: Index) -> set[LoopVar]:
+    found: set[LoopVar] = set()
+    for atom, _ in index.terms:
+        found |= {atom} if isinstance(atom, LoopVar) else _vars(atom.index)
+    return found
+
+
+def render_pallas(kernel: LoopKernel, block: int | None = None) -> str:
     """Python source defining ``<name>_body`` (the kernel) and ``<name>(*inputs) -> outputs``
-    (the ``pl.pallas_call``); it expects ``jax, jnp, lax, np, pl`` and ``INTERPRET``."""
-    return _Renderer(kernel, block_rows).render()
+    (the ``pl.pallas_call``). ``block``: grid points per program, a power of two (default:
+    every point in one program, interpret mode's choice)."""
+    return _Renderer(kernel, block).render()
+
+
+@dataclass
+class _Axis:
+    """One array axis of a stage tile: ``var`` walks ``extent`` values padded to ``size``."""
+
+    var: LoopVar
+    extent: int
+    size: int
+    position: int = 0
 
 
 class _Renderer:
-    def __init__(self, kernel: LoopKernel, block_rows: int | None) -> None:
+    def __init__(self, kernel: LoopKernel, block: int | None) -> None:
         self.kernel = kernel
         for buffer in (*kernel.inputs, *kernel.outputs, *kernel.temps):
             if buffer.size == 0 or buffer.size >= 2 ** 31:
                 raise Unrenderable(f"buffer {buffer.name} has {buffer.size} elements")
             if buffer.dtype not in JNP_DTYPES:
                 raise Unrenderable(f"dtype {buffer.dtype}")
-        # every load of each buffer, per stage (layouts and value lifetimes depend on them)
-        self.stage_loads: list[dict[str, list[Index]]] = []
-        for stage in kernel.stages:
-            loads: dict[str, list[Index]] = {}
-            for e in expr_nodes([stage.value]):
-                if e.op == "load":
-                    loads.setdefault(e.attrs[0], []).append(e.attrs[1])
-            self.stage_loads.append(loads)
-        self.rows_total = math.prod(v.extent for v in kernel.rows) if kernel.rows else 0
-        self.row = LoopVar("r", max(self.rows_total, 1))  # the flat row inside the kernel
-        self.single_step = False
-        self.layouts = {b.name: self._layout(b) for b in (*kernel.inputs, *kernel.outputs,
-                                                          *kernel.temps)}
-        self.block_rows = self.rows_total
-        if self.rows_total and not self.single_step and block_rows \
-                and self.rows_total % block_rows == 0:
-            self.block_rows = block_rows
+        self.grid = grid_shape(kernel)
+        whole = next_power_of_two(self.grid.points)
+        if block is None or self.grid.one_program:
+            block = whole
+        if block & (block - 1):
+            raise Unrenderable(f"block of {block} points is no power of two")
+        self.block = min(block, whole)
+        self.steps = -(-self.grid.points // self.block)
+        self.point = LoopVar("r", self.grid.points)  # the flat grid point
+        self.walked: dict[LoopVar, Index] = {}
+        stride = self.grid.points
+        for var in self.grid.walked:
+            stride //= var.extent
+            self.walked[var] = Index.var(self.point).digit(stride, var.extent)
         self.lines: list[str] = []
         self.count = 0
-        self.shapes: dict[str, tuple[int, ...]] = {}  # in-kernel array name → static shape
-
-    # -- layouts --------------------------------------------------------------------------
-    def _accesses(self, name: str) -> list[Index]:
-        """Every index ``name`` is stored at or loaded from."""
-        found = [s.index for s in self.kernel.stages if s.target == name]
-        for loads in self.stage_loads:
-            found += loads.get(name, [])
-        return found
-
-    def _layout(self, buffer: Buffer) -> Layout:
-        if not self.kernel.rows:
-            return Layout(False, buffer.size)
-        if buffer.role == "temp":  # one row's worth, indexed by the row-local part only
-            return Layout(True, buffer.size)
-        accesses = self._accesses(buffer.name)
-        if buffer.size % self.rows_total == 0:
-            size = buffer.size // self.rows_total
-            if all(self._row_local(index, size) is not None for index in accesses):
-                return Layout(True, size)
-        if any(loop_vars(index) & set(self.kernel.rows) for index in accesses):
-            self.single_step = True  # the access needs other rows than its own block's
-        return Layout(False, buffer.size)
-
-    def _row_local(self, index: Index, size: int) -> Index | None:
-        """The part of ``index`` within the row's ``size`` elements, if the rest is exactly
-        ``flat row · size``; None otherwise."""
-        stride, strides = self.rows_total, {}
-        for var in self.kernel.rows:
-            stride //= var.extent
-            strides[var] = stride * size
-        rows = set(self.kernel.rows)
-        local = []
-        for atom, coef in index.terms:
-            if atom in rows:
-                if coef != strides[atom]:
-                    return None
-            elif isinstance(atom, LoopVar) or not (loop_vars(atom.index) & rows):
-                local.append((atom, coef))
-            else:
-                return None
-        if any(var.extent > 1 and all(a != var for a, _ in index.terms) for var in rows):
-            return None
-        local_index = Index(tuple(local), index.const)
-        low, high = local_index.bounds()
-        if low < 0 or high >= size:
-            return None
-        return local_index
-
-    def _global(self, index: Index) -> Index:
-        """``index`` with the row variables written as digits of the flat row ``r``."""
-        mapping, stride = {}, self.rows_total
-        for position, var in enumerate(self.kernel.rows):
-            stride //= var.extent
-            flat = Index.var(self.row)
-            mapping[var] = flat // stride if position == 0 else flat.digit(stride, var.extent)
-        return substitute(index, mapping)
+        self.written: set[str] = set()
+        self.varies: dict[str, frozenset[LoopVar]] = {}  # value name → axes it varies along
 
     # -- source ---------------------------------------------------------------------------
     def emit(self, text: str) -> None:
         self.lines.append("    " + text)
 
-    def fresh(self, shape: tuple[int, ...], prefix: str = "v") -> str:
+    def fresh(self, prefix: str = "v") -> str:
         name = f"{prefix}{self.count}"
         self.count += 1
-        self.shapes[name] = shape
         return name
 
     def render(self) -> str:
         k = self.kernel
-        refs = [f"{b.name}_ref" for b in (*k.inputs, *k.outputs)]
+        refs = [f"{b.name}_ref" for b in (*k.inputs, *k.outputs, *k.temps)]
         self.lines.append(f"def {k.name}_body({', '.join(refs)}):")
-        for buffer in k.inputs:
-            if self._accesses(buffer.name):
-                self.emit(f"{buffer.name} = {buffer.name}_ref[...]")
-                self.shapes[buffer.name] = self._block_shape(buffer)
         for position, stage in enumerate(k.stages):
             self._stage(position, stage)
-        source = "\n".join(self.lines) + "\n\n\n" + self._call() + "\n"
-        return source
-
-    def _block_shape(self, buffer: Buffer) -> tuple[int, ...]:
-        layout = self.layouts[buffer.name]
-        return (self.block_rows, layout.size) if layout.rows else (layout.size,)
+        return "\n".join(self.lines) + "\n\n\n" + self._call() + "\n"
 
     def _call(self) -> str:
         k = self.kernel
-        steps = self.rows_total // self.block_rows if self.rows_total else 1
-        specs, args = [], []
-        for buffer in k.inputs:
-            specs.append(self._spec(buffer))
-            args.append(f"{buffer.name}.reshape({_args(self._full_shape(buffer))})")
-        out_specs = [self._spec(b) for b in k.outputs]
-        out_shapes = [f"jax.ShapeDtypeStruct({_tuple(self._full_shape(b))}, "
-                      f"{JNP_DTYPES[b.dtype]})" for b in k.outputs]
+        spec = "pl.BlockSpec(({},), lambda g: (0,))"  # whole and flat: offsets are global
+        in_specs = [spec.format(b.size) for b in k.inputs]
+        slots = [(t, self._slots(t.size)) for t in k.temps]
+        out_specs = [spec.format(b.size) for b in k.outputs] + [spec.format(n) for _, n in slots]
+        out_shapes = [f"jax.ShapeDtypeStruct(({b.size},), {JNP_DTYPES[b.dtype]})"
+                      for b in k.outputs]
+        out_shapes += [f"jax.ShapeDtypeStruct(({n},), {JNP_DTYPES[t.dtype]})" for t, n in slots]
         results = [f"outs[{n}].reshape({_args(b.shape)})" for n, b in enumerate(k.outputs)]
-        per_step = f"{self.block_rows} rows per step" if self.rows_total else "no rows loop"
-        if self.single_step:
-            per_step += " (one step: a read crosses rows)"
+        walked = ", ".join(f"{v}<{v.extent}" for v in self.grid.walked) or "one point"
+        note = " (one program: a stage reads other rows' outputs)" if self.grid.one_program \
+            else ""
+        scratch = ", ".join(t.name for t in k.temps)
         return "\n".join([
             f"def {k.name}({', '.join(b.name for b in k.inputs)}):",
             f"    outs = pl.pallas_call(",
             f"        {k.name}_body,",
-            f"        grid=({steps},),  # {per_step}",
-            f"        in_specs=[{', '.join(specs)}],",
+            f"        grid=({self.steps},),  # {self.block} of {self.grid.points} points "
+            f"({walked}) per program{note}",
+            f"        in_specs=[{', '.join(in_specs)}],",
+            *([f"        # outputs, then scratch for {scratch} (dropped)"] if scratch else []),
             f"        out_specs=[{', '.join(out_specs)}],",
-            f"        out_shape=[{', '.join(out_shapes)}],",
+            f"        out_shape=[{(',' + chr(10) + ' ' * 19).join(out_shapes)}],",
+            f"        compiler_params=plgpu.CompilerParams(num_warps={self.num_warps()}),",
             f"        interpret=INTERPRET,",
-            f"    )({', '.join(args)})",
+            f"    )({', '.join(f'{b.name}.reshape({b.size})' for b in k.inputs)})",
             f"    return [{', '.join(results)}]",
         ])
 
-    def _full_shape(self, buffer: Buffer) -> tuple[int, ...]:
-        layout = self.layouts[buffer.name]
-        return (self.rows_total, layout.size) if layout.rows else (layout.size,)
+    def num_warps(self) -> int:
+        """Warps per program on a GPU: more for bigger tiles (Triton's default is 4)."""
+        elements = self.block * self.grid.point_elements
+        return 4 if elements <= 2048 else 8 if elements <= 8192 else 16
 
-    def _spec(self, buffer: Buffer) -> str:
-        layout = self.layouts[buffer.name]
-        if layout.rows:  # index maps return block indices, not element offsets
-            return f"pl.BlockSpec(({self.block_rows}, {layout.size}), lambda g: (g, 0))"
-        return f"pl.BlockSpec(({layout.size},), lambda g: (0,))"
+    def _slots(self, size: int) -> int:
+        """Elements of a temporary's scratch: one slot of ``size`` per grid point."""
+        return size * (self.grid.points if self.kernel.rows else 1)
 
     # -- stages -----------------------------------------------------------------------------
     def _stage(self, position: int, stage: Stage) -> None:
-        lead = (self.block_rows,) if self.rows_total else ()
-        axes = (*stage.loops, *stage.reduce_loops)
-        full = lead + tuple(v.extent for v in axes)
-        self.axes, self.iotas, self.memo = axes, {}, {}
         head = (f"{stage.target}[{stage.index}] = " if stage.kind == "store" else
                 f"{stage.target}[{stage.index}] = {stage.combiner}-reduce over "
                 + ", ".join(f"{v}<{v.extent}" for v in stage.reduce_loops) + ": ")
-        where = ", ".join((["rows"] if lead else []) + [f"{v}<{v.extent}" for v in stage.loops])
+        where = ", ".join((["rows"] if self.kernel.rows else [])
+                          + [f"{v}<{v.extent}" for v in stage.loops])
         self.emit(_comment(head + render_expr(stage.value), f"  for {where or '()'}"))
+        loads = {e.attrs[0] for e in expr_nodes([stage.value]) if e.op == "load"}
+        if loads & self.written:
+            self.emit("BARRIER()  # what earlier stages stored is read below")
+        self._open_axes(position, stage)
         value, *cached = self._values([stage.value, *(expr for _, _, expr in stage.caches)])
         for (temp, index, _), code in zip(stage.caches, cached):
-            self._store(self.kernel.buffer(temp), index, axes, code, full)
-        if value not in self.shapes:  # a literal: an array of it (never a captured constant)
-            value = self._assign(f"jnp.full({_tuple(full)}, {value})", full)
-        kept = full[:len(lead) + len(stage.loops)]
+            self._store(temp, index, code, frozenset(self.axes))
         if stage.kind == "reduce":
-            if stage.reduce_loops:
-                axes_text = _tuple(tuple(range(len(kept), len(full))))
-                value = self._assign(f"{REDUCERS[stage.combiner]}("
-                                     f"{self._broadcast(value, full)}, {axes_text})", kept)
-            else:  # a reduction over size-1 axes: one combine with the identity
-                init = _literal(stage.init, stage.value.dtype)
-                value = self._assign(PALLAS_OPS[stage.combiner].format(init, value),
-                                     self._shape(value))
-        buffer = self.kernel.buffer(stage.target)
-        keep = buffer.role == "temp" or any(buffer.name in later
-                                            for later in self.stage_loads[position + 1:])
-        self._store(buffer, stage.index, stage.loops, value, kept, keep)
+            value = self._reduce(stage, value)
+        self._store(stage.target, stage.index, value,
+                    frozenset(a for a in self.axes if a != self.reduced))
 
-    def _store(self, buffer: Buffer, index: Index, loops: tuple[LoopVar, ...], value: str,
-               shape: tuple[int, ...], keep: bool = True) -> None:
-        """Writes ``value`` (over ``shape``: the row block, then ``loops``) to ``buffer`` at
-        ``index``: a temporary (or an output read later) as an in-kernel value, an output to
-        its ref."""
-        layout = self.layouts[buffer.name]
-        local, store_axes = self._buffer_index(buffer, index, loops)
-        found = access_digits(local, store_axes)
-        steps = found and store_view(*found, layout.size, self.block_rows if layout.rows else 0)
-        if not steps:
-            raise Unrenderable(f"the store to {buffer.name} at [{index}] is not a "
-                               "permutation of its block")
-        flat = self._apply(self._broadcast(value, shape), shape, steps)
-        if keep:
-            self.emit(f"{buffer.name} = {flat}")
-            self.shapes[buffer.name] = self._block_shape(buffer)
-            flat = buffer.name
-        if buffer.role == "output":
-            self.emit(f"{buffer.name}_ref[...] = {flat}")
+    def _open_axes(self, position: int, stage: Stage) -> None:
+        """Declares the stage's axis iotas and maps every loop variable to an Index of them."""
+        self.mapping: dict[LoopVar, Index] = dict(self.walked)
+        self.axes: dict[LoopVar, _Axis] = {}
+        self.reduced: LoopVar | None = None
+        groups = [("r", ())]  # the grid point, then the kept and the reduced loops
+        kept = tuple(v for v in stage.loops if v not in self.walked)
+        if kept:
+            groups.append((f"k{position}", kept))
+        if stage.reduce_loops:
+            groups.append((f"j{position}", stage.reduce_loops))
+        for axis_position, (name, loops) in enumerate(groups):
+            if name == "r":
+                var, size = self.point, self.block
+            else:
+                var = LoopVar(name, math.prod(v.extent for v in loops))
+                size = next_power_of_two(var.extent)
+            self.axes[var] = _Axis(var, var.extent, size, axis_position)
+            if name.startswith("j"):
+                self.reduced = var
+            stride = var.extent
+            for loop in loops:
+                stride //= loop.extent
+                self.mapping[loop] = Index.var(var).digit(stride, loop.extent)
+        self.loads: dict[tuple[str, Index], str] = {}
+        self.oks: dict[LoopVar, str] = {}
+        for axis in self.axes.values():
+            shape = self._shape({axis.var})
+            iota = f"lax.broadcasted_iota(jnp.int32, {_tuple(shape)}, {axis.position})"
+            if axis.var.name == "r":
+                iota = f"pl.program_id(0) * {self.block} + {iota}"
+            self.emit(f"{axis.var.name} = {iota}")
 
-    def _buffer_index(self, buffer: Buffer, index: Index,
-                      axes: tuple[LoopVar, ...]) -> tuple[Index, list[LoopVar]]:
-        """The index into ``buffer``'s block and the axes it ranges over (the flat row first
-        when the block is the whole buffer of a kernel with rows)."""
-        layout = self.layouts[buffer.name]
-        if layout.rows:
-            local = index if buffer.role == "temp" else self._row_local(index, layout.size)
-            return local, list(axes)
-        if self.rows_total:
-            return self._global(index), [self.row, *axes]
-        return index, list(axes)
+    def _shape(self, axes: set[LoopVar]) -> tuple[int, ...]:
+        """The tile shape of a value that varies along ``axes`` (size 1 along the others)."""
+        return tuple(a.size if a.var in axes else 1 for a in self.axes.values())
+
+    def _ok(self, axis: _Axis) -> str | None:
+        """The name of ``axis``'s in-range lanes (None: every lane is in range)."""
+        covered = axis.size * (self.steps if axis.var.name == "r" else 1)
+        if covered == axis.extent:
+            return None
+        return f"{axis.var.name} < {axis.extent}"
+
+    def _reduce(self, stage: Stage, value: str) -> str:
+        init = _literal(stage.init, stage.value.dtype)
+        if self.reduced is None:  # a reduction over size-1 loops: one combine with the identity
+            return self._assign(PALLAS_OPS[stage.combiner].format(init, value),
+                                self._varies(value))
+        everywhere = frozenset(self.axes)
+        ok = self._ok(self.axes[self.reduced])
+        if ok:  # padding lanes hold the identity
+            value = self._assign(f"jnp.where({ok}, {value}, {init})", everywhere)
+        value = self._assign(self._broadcast(value, everywhere), everywhere)
+        axis = self.axes[self.reduced].position
+        kept = everywhere - {self.reduced}
+        return self._assign(f"lax.expand_dims({REDUCERS[stage.combiner]}({value}, ({axis},)), "
+                            f"({axis},))", kept)
+
+    # -- memory -----------------------------------------------------------------------------
+    def _offsets(self, name: str, index: Index) -> Index:
+        """The flat offset into ``name``'s argument of ``index`` at the stage's lanes."""
+        buffer = self.kernel.buffer(name)
+        offsets = substitute(index, self.mapping)
+        if buffer.role == "temp" and self.kernel.rows:  # the grid point's own slot
+            offsets = offsets + Index.var(self.point) * buffer.size
+        return offsets
+
+    def _mask(self, offsets: Index, size: int) -> str | None:
+        """In-range lanes of an access: every padded axis it walks, and its own bounds when
+        they can leave the buffer (pad and concatenate reads)."""
+        used = _vars(offsets)
+        parts = [ok for axis in self.axes.values() if axis.var in used
+                 for ok in [self._ok(axis)] if ok]
+        low, high = offsets.bounds()
+        if low < 0 or high >= size:
+            text = self._index_text(offsets)
+            parts += [f"{text} >= 0", f"{text} < {size}"]
+        if len(parts) > 1:
+            return " & ".join(f"({p})" for p in parts)
+        return parts[0] if parts else None
+
+    def _load(self, expr: Expr) -> str:
+        name, index = expr.attrs
+        if (name, index) in self.loads:
+            return self.loads[(name, index)]
+        buffer = self.kernel.buffer(name)
+        offsets = self._offsets(name, index)
+        mask = self._mask(offsets, self._slots(buffer.size) if buffer.role == "temp"
+                          else buffer.size)
+        at = self._index_code(offsets)
+        masked = f", mask={mask}, other={_literal(0, buffer.dtype)}" if mask else ""
+        self.loads[(name, index)] = result = self._assign(
+            f"plgpu.load({name}_ref.at[{at}]{masked})", frozenset(_vars(offsets)))
+        return result
+
+    def _store(self, name: str, index: Index, value: str, axes: frozenset[LoopVar]) -> None:
+        """Stores ``value`` at every lane of ``axes`` (the stage's kept axes; for a cache,
+        all of them)."""
+        buffer = self.kernel.buffer(name)
+        offsets = self._offsets(name, index)
+        mask = self._mask(offsets, self._slots(buffer.size) if buffer.role == "temp"
+                          else buffer.size)
+        at = self._index_code(offsets, axes)
+        masked = f", mask={mask}" if mask else ""
+        self.emit(f"plgpu.store({name}_ref.at[{at}], {self._broadcast(value, axes)}{masked})")
+        self.written.add(name)
 
     # -- expressions ------------------------------------------------------------------------
     def _values(self, roots: list[Expr]) -> list[str]:
@@ -325,135 +425,68 @@ class _Renderer:
             elif expr.op == "load":
                 names[expr] = self._load(expr)
             elif expr.op == "index":
-                code, shape = self._index_code(self._global(expr.attrs[0]))
+                index = substitute(expr.attrs[0], self.mapping)
+                code = self._index_code(index)
                 if expr.dtype not in INDEX_DTYPES:
                     code = f"lax.convert_element_type({code}, {JNP_DTYPES[expr.dtype]})"
-                names[expr] = self._assign(code, shape)
+                names[expr] = self._assign(code, frozenset(_vars(index)))
             elif expr.op == "convert":
                 operand = names[expr.args[0]]
                 names[expr] = self._assign(f"lax.convert_element_type({operand}, "
-                                           f"{JNP_DTYPES[expr.dtype]})", self._shape(operand))
+                                           f"{JNP_DTYPES[expr.dtype]})", self._varies(operand))
             elif expr.op in PALLAS_OPS:
                 operands = [names[a] for a in expr.args]
-                shape = _broadcast_shapes([self._shape(o) for o in operands])
-                names[expr] = self._assign(PALLAS_OPS[expr.op].format(*operands), shape)
+                names[expr] = self._assign(PALLAS_OPS[expr.op].format(*operands),
+                                           frozenset().union(*map(self._varies, operands)))
             else:
                 raise Unrenderable(f"no Pallas spelling for {expr.op}")
         return [names[root] for root in roots]
 
-    def _assign(self, code: str, shape: tuple[int, ...]) -> str:
-        if code.isidentifier() and self._shape(code) == shape:
+    def _assign(self, code: str, varies: frozenset[LoopVar]) -> str:
+        """A name for ``code``'s value, an array of the tile's rank varying along ``varies``
+        (size 1 along the other axes)."""
+        if code.isidentifier() and self._varies(code) == varies:
             return code  # already a named value: no alias
-        name = self.fresh(shape)
+        name = self.fresh()
         self.emit(f"{name} = {code}")
+        self.varies[name] = varies
         return name
 
-    def _shape(self, name: str) -> tuple[int, ...]:
-        return self.shapes.get(name, ())  # literals are scalars
+    def _varies(self, value: str) -> frozenset[LoopVar]:
+        return self.varies.get(value, frozenset())  # literals are scalars
 
-    def _rank_shape(self, extents: dict[LoopVar, int]) -> tuple[int, ...]:
-        """The in-kernel shape of a value over ``extents``' axes (the row axis: one block)."""
-        lead = (self.block_rows if self.row in extents else 1,) if self.rows_total else ()
-        return lead + tuple(extents.get(v, 1) for v in self.axes)
+    def _broadcast(self, value: str, axes: frozenset[LoopVar]) -> str:
+        """``value`` over the tile of ``axes`` (as it is when it varies along all of them)."""
+        if self._varies(value) == axes and value in self.varies:
+            return value
+        return f"jnp.broadcast_to({value}, {_tuple(self._shape(axes))})"
 
-    def _load(self, expr: Expr) -> str:
-        name, index = expr.attrs
-        key = (name, index)
-        if key in self.memo:
-            return self.memo[key]
-        buffer = self.kernel.buffer(name)
-        layout = self.layouts[name]
-        index, axes = self._buffer_index(buffer, index, self.axes)
-        lead = self.block_rows if layout.rows else 0
-        found = access_digits(index, axes)
-        steps = found and load_view(*found, layout.size, lead)
-        if steps:
-            code, shape = self._view(name, steps)
-        else:
-            code, shape = self._gather(name, index, axes, lead)
-        self.memo[key] = result = self._assign(code, shape)
-        return result
-
-    def _view(self, name: str, steps: list[Step]) -> tuple[str, tuple[int, ...]]:
-        shape = self._shape(name)
-        return self._apply(name, shape, steps), _final_shape(shape, steps)
-
-    def _apply(self, code: str, shape: tuple[int, ...], steps: list[Step]) -> str:
-        for step in steps:
-            kind = step[0]
-            if kind == "reshape":
-                if step[1] != shape:
-                    code = f"{code}.reshape({_args(step[1])})"
-            elif kind == "slice":
-                parts = [":" if (a, b) == (0, n) else f"{a}:{b}"
-                         for a, b, n in zip(step[1], step[2], shape)]
-                code = f"{code}[{', '.join(parts)}]"
-            elif kind == "rev":
-                code = f"lax.rev({code}, {_tuple(step[1])})"
-            elif kind == "transpose":
-                code = f"{code}.transpose({_args(step[1])})"
-            else:
-                code = f"jnp.broadcast_to({code}, {_tuple(step[1])})"
-            shape = _final_shape(shape, [step])
-        return code
-
-    def _gather(self, name: str, index: Index, axes: list[LoopVar],
-                lead: int) -> tuple[str, tuple[int, ...]]:
-        """A read that is no view of the block: flat positions computed in the kernel, clipped
-        (a pad or concatenate read is out of range exactly where a select discards it).
-        Exact everywhere; on a GPU a candidate for masked loads instead."""
-        self.emit(f"# gather: [{index}] is no view of {name} (a GPU fallback candidate)")
-        code, shape = self._index_code(index)
-        if not lead:  # the block is the flat buffer: positions are the index itself
-            shape = self._rank_shape({v: v.extent for v in axes})  # never a scalar result
-            positions = f"jnp.broadcast_to({code}, {_tuple(shape)})"
-            return f"jnp.take({name}, {positions}, mode=\"clip\")", shape
-        # a block of rows: the same positions within every row
-        full = tuple(v.extent for v in self.axes)
-        count = math.prod(full)
-        positions = f"jnp.broadcast_to({code}, {_tuple((1,) + full)}).reshape(1, {count})"
-        return (f"jnp.take_along_axis({name}, jnp.broadcast_to({positions}, ({lead}, {count})), "
-                f"axis=1, mode=\"clip\").reshape({_args((lead,) + full)})", (lead,) + full)
-
-    def _index_code(self, index: Index) -> tuple[str, tuple[int, ...]]:
-        """int32 array code of ``index`` over the stage axes, and its static shape."""
-        shape = self._rank_shape({v: v.extent for v in loop_vars(index)})
-        if not index.terms:  # a constant: still an array of the stage's rank
-            return f"jnp.full({_tuple(shape)}, {index.const}, jnp.int32)", shape
-        return self._index_text(index), shape
+    def _index_code(self, index: Index, axes: frozenset[LoopVar] | None = None) -> str:
+        """int32 array code of ``index`` over the stage's lanes (over the tile of ``axes``
+        when given; otherwise varying only where it does, at the tile's rank)."""
+        if not index.terms:  # a constant: still an array
+            shape = self._shape(set(axes or ()))
+            return f"jnp.full({_tuple(shape)}, {index.const}, jnp.int32)"
+        text = self._index_text(index)
+        if axes is not None and frozenset(_vars(index)) != axes:
+            return f"jnp.broadcast_to({text}, {_tuple(self._shape(set(axes)))})"
+        return text
 
     def _index_text(self, index: Index) -> str:
         parts = []
         for atom, coef in index.terms:
             if isinstance(atom, LoopVar):
-                text = self._iota(atom)
+                text = atom.name
             elif isinstance(atom, Div):
-                text = f"({self._index_text(atom.index)}) // {atom.divisor}"
+                text = f"lax.div({self._index_text(atom.index)}, {atom.divisor})"
             else:
                 inner = self._index_text(atom.index)
-                inner = f"({inner}) // {atom.divisor}" if atom.divisor != 1 else f"({inner})"
-                text = f"({inner}) % {atom.modulus}"
+                inner = f"lax.div({inner}, {atom.divisor})" if atom.divisor != 1 else inner
+                text = f"lax.rem({inner}, {atom.modulus})"
             parts.append(text if coef == 1 else f"{text} * {coef}")
         if index.const or not parts:
             parts.append(str(index.const))
         return f"({' + '.join(parts)})" if len(parts) > 1 else parts[0]
-
-    def _iota(self, var: LoopVar) -> str:
-        if var not in self.iotas:
-            shape = self._rank_shape({var: var.extent})
-            axis = 0 if var == self.row else (1 if self.rows_total else 0) + self.axes.index(var)
-            iota = f"lax.broadcasted_iota(jnp.int32, {_tuple(shape)}, {axis})"
-            if var == self.row:  # the global row: the grid step's first row plus the offset
-                iota = f"pl.program_id(0) * {self.block_rows} + {iota}"
-            self.emit(f"{var.name} = {iota}")
-            self.shapes[var.name] = shape
-            self.iotas[var] = var.name
-        return self.iotas[var]
-
-    def _broadcast(self, name: str, shape: tuple[int, ...]) -> str:
-        if self._shape(name) == shape:
-            return name
-        return f"jnp.broadcast_to({name}, {_tuple(shape)})"
 
 
 def substitute(index: Index, mapping: dict[LoopVar, Index]) -> Index:
@@ -470,32 +503,12 @@ def substitute(index: Index, mapping: dict[LoopVar, Index]) -> Index:
     return result
 
 
-def _final_shape(shape: tuple[int, ...], steps: list[Step]) -> tuple[int, ...]:
-    for step in steps:
-        if step[0] in ("reshape", "broadcast"):
-            shape = tuple(step[1])
-        elif step[0] == "slice":
-            shape = tuple(b - a for a, b in zip(step[1], step[2]))
-        elif step[0] == "transpose":
-            shape = tuple(shape[p] for p in step[1])
-    return shape
-
-
-def _broadcast_shapes(shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
-    rank = max((len(s) for s in shapes), default=0)
-    result = [1] * rank
-    for shape in shapes:
-        for d, extent in enumerate(shape):
-            result[d] = max(result[d], extent)
-    return tuple(result)
-
-
 def _tuple(values: tuple) -> str:
     return f"({values[0]},)" if len(values) == 1 else f"({', '.join(map(str, values))})"
 
 
 def _args(values: tuple) -> str:
-    """Arguments of ``reshape``/``transpose``: ``2, 3`` (``()`` for a scalar shape)."""
+    """Arguments of ``reshape``: ``2, 3`` (``()`` for a scalar shape)."""
     return ", ".join(map(str, values)) if values else "()"
 
 

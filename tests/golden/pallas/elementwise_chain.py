@@ -1,23 +1,25 @@
 def block0_body(in0_ref, in1_ref, out0_ref):
-    in0 = in0_ref[...]
-    in1 = in1_ref[...]
     # out0[i1_0 + r0*32] = sub(tanh(add(mul(in0[i1_0 + r0*32], 2.0), in1[i1_0 + r0...  for rows, i1_0<32
-    v0 = lax.mul(in0, np.float32(2.0))
-    v1 = lax.add(v0, in1)
-    v2 = lax.tanh(v1)
-    v3 = lax.neg(in0)
-    v4 = lax.exp(v3)
-    v5 = lax.sub(v2, v4)
-    out0_ref[...] = v5
+    r = pl.program_id(0) * 512 + lax.broadcasted_iota(jnp.int32, (512,), 0)
+    v0 = plgpu.load(in0_ref.at[r])
+    v1 = lax.mul(v0, np.float32(2.0))
+    v2 = plgpu.load(in1_ref.at[r])
+    v3 = lax.add(v1, v2)
+    v4 = lax.tanh(v3)
+    v5 = lax.neg(v0)
+    v6 = lax.exp(v5)
+    v7 = lax.sub(v4, v6)
+    plgpu.store(out0_ref.at[r], v7)
 
 
 def block0(in0, in1):
     outs = pl.pallas_call(
         block0_body,
-        grid=(1,),  # 16 rows per step
-        in_specs=[pl.BlockSpec((16, 32), lambda g: (g, 0)), pl.BlockSpec((16, 32), lambda g: (g, 0))],
-        out_specs=[pl.BlockSpec((16, 32), lambda g: (g, 0))],
-        out_shape=[jax.ShapeDtypeStruct((16, 32), jnp.float32)],
+        grid=(1,),  # 512 of 512 points (r0<16, i1_0<32) per program
+        in_specs=[pl.BlockSpec((512,), lambda g: (0,)), pl.BlockSpec((512,), lambda g: (0,))],
+        out_specs=[pl.BlockSpec((512,), lambda g: (0,))],
+        out_shape=[jax.ShapeDtypeStruct((512,), jnp.float32)],
+        compiler_params=plgpu.CompilerParams(num_warps=4),
         interpret=INTERPRET,
-    )(in0.reshape(16, 32), in1.reshape(16, 32))
+    )(in0.reshape(512), in1.reshape(512))
     return [outs[0].reshape(16, 32)]

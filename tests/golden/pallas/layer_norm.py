@@ -1,37 +1,52 @@
-def block0_body(in0_ref, in1_ref, in2_ref, out0_ref):
-    in0 = in0_ref[...]
-    in1 = in1_ref[...]
-    in2 = in2_ref[...]
+def block0_body(in0_ref, in1_ref, in2_ref, out0_ref, t0_ref, t1_ref):
     # t0[0] = add-reduce over j1<32: in0[j1 + r0*32]  for rows
-    v0 = lax.reduce_sum(in0, (1,))
-    t0 = v0.reshape(8, 1)
+    r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
+    j0 = lax.broadcasted_iota(jnp.int32, (1, 32), 1)
+    v0 = plgpu.load(in0_ref.at[(j0 + r * 32)])
+    v1 = lax.expand_dims(lax.reduce_sum(v0, (1,)), (1,))
+    plgpu.store(t0_ref.at[r], v1)
     # t1[0] = add-reduce over j2<32: mul(sub(in0[j2 + r0*32], div(t0[0], 32.0)), sub(in0[j2...  for rows
-    v1 = lax.div(t0, np.float32(32.0))
-    v2 = lax.sub(in0, v1)
-    v3 = lax.mul(v2, v2)
-    v4 = lax.reduce_sum(v3, (1,))
-    t1 = v4.reshape(8, 1)
+    BARRIER()  # what earlier stages stored is read below
+    r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
+    j1 = lax.broadcasted_iota(jnp.int32, (1, 32), 1)
+    v2 = plgpu.load(in0_ref.at[(j1 + r * 32)])
+    v3 = plgpu.load(t0_ref.at[r])
+    v4 = lax.div(v3, np.float32(32.0))
+    v5 = lax.sub(v2, v4)
+    v6 = lax.mul(v5, v5)
+    v7 = lax.expand_dims(lax.reduce_sum(v6, (1,)), (1,))
+    plgpu.store(t1_ref.at[r], v7)
     # out0[i3_0 + r0*32] = add(mul(mul(sub(in0[i3_0 + r0*32], div(t0[0], 32.0)), r...  for rows, i3_0<32
-    v5 = lax.div(t0, np.float32(32.0))
-    v6 = lax.sub(in0, v5)
-    v7 = lax.div(t1, np.float32(32.0))
-    v8 = lax.add(v7, np.float32(9.999999747378752e-06))
-    v9 = lax.rsqrt(v8)
-    v10 = lax.mul(v6, v9)
-    v11 = in1.reshape(1, 32)
-    v12 = lax.mul(v10, v11)
-    v13 = in2.reshape(1, 32)
-    v14 = lax.add(v12, v13)
-    out0_ref[...] = v14
+    BARRIER()  # what earlier stages stored is read below
+    r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
+    k2 = lax.broadcasted_iota(jnp.int32, (1, 32), 1)
+    v8 = plgpu.load(in0_ref.at[(k2 + r * 32)])
+    v9 = plgpu.load(t0_ref.at[r])
+    v10 = lax.div(v9, np.float32(32.0))
+    v11 = lax.sub(v8, v10)
+    v12 = plgpu.load(t1_ref.at[r])
+    v13 = lax.div(v12, np.float32(32.0))
+    v14 = lax.add(v13, np.float32(9.999999747378752e-06))
+    v15 = lax.rsqrt(v14)
+    v16 = lax.mul(v11, v15)
+    v17 = plgpu.load(in1_ref.at[k2])
+    v18 = lax.mul(v16, v17)
+    v19 = plgpu.load(in2_ref.at[k2])
+    v20 = lax.add(v18, v19)
+    plgpu.store(out0_ref.at[(k2 + r * 32)], v20)
 
 
 def block0(in0, in1, in2):
     outs = pl.pallas_call(
         block0_body,
-        grid=(1,),  # 8 rows per step
-        in_specs=[pl.BlockSpec((8, 32), lambda g: (g, 0)), pl.BlockSpec((32,), lambda g: (0,)), pl.BlockSpec((32,), lambda g: (0,))],
-        out_specs=[pl.BlockSpec((8, 32), lambda g: (g, 0))],
-        out_shape=[jax.ShapeDtypeStruct((8, 32), jnp.float32)],
+        grid=(1,),  # 8 of 8 points (r0<8) per program
+        in_specs=[pl.BlockSpec((256,), lambda g: (0,)), pl.BlockSpec((32,), lambda g: (0,)), pl.BlockSpec((32,), lambda g: (0,))],
+        # outputs, then scratch for t0, t1 (dropped)
+        out_specs=[pl.BlockSpec((256,), lambda g: (0,)), pl.BlockSpec((8,), lambda g: (0,)), pl.BlockSpec((8,), lambda g: (0,))],
+        out_shape=[jax.ShapeDtypeStruct((256,), jnp.float32),
+                   jax.ShapeDtypeStruct((8,), jnp.float32),
+                   jax.ShapeDtypeStruct((8,), jnp.float32)],
+        compiler_params=plgpu.CompilerParams(num_warps=4),
         interpret=INTERPRET,
-    )(in0.reshape(8, 32), in1.reshape(32), in2.reshape(32))
+    )(in0.reshape(256), in1.reshape(32), in2.reshape(32))
     return [outs[0].reshape(8, 32)]
