@@ -16,10 +16,12 @@ Pallas stage is *array code* over a tile:
   ``plgpu.store`` at the offsets its ``Index`` gives: Reorganize and Shuffle operators are index
   arithmetic in the kernel, never copies; a read that can leave its buffer (pad, concatenate)
   is masked where it does, and its select discards those lanes.
-* **Temporaries** live in global scratch, one slot per row (extra outputs of the call, dropped
-  after it). A stage that reads what an earlier stage wrote starts with ``BARRIER()``: a block
-  barrier on a GPU (the program's threads see each other's writes), nothing in interpret mode.
-  A kernel that reads an output it wrote in another row's place runs as one program.
+* **Values between stages** stay in registers when a later stage reads them lane for lane as
+  they were computed or loaded (softmax's row maximum and exponentials, layer norm's row). Any other read goes
+  through memory: temporaries live in global scratch, one slot per row (extra outputs of the
+  call, dropped after it), and the reading stage starts with ``BARRIER()``: a block barrier on
+  a GPU (the program's threads see each other's writes), nothing in interpret mode. A kernel
+  that reads an output it wrote in another row's place runs as one program.
 * **Operations** are ``lax`` functions (XLA semantics: NaN-propagating max/min, C-style integer
   division); those Triton lacks (erf, erfc, round) come from ``pallas_math`` as ``pm.*``.
 
@@ -228,7 +230,10 @@ class _Renderer:
             self.walked[var] = Index.var(self.point).digit(stride, var.extent)
         self.lines: list[str] = []
         self.count = 0
-        self.written: set[str] = set()
+        self.written: set[str] = set()  # buffers stored by earlier stages
+        self.read_back: set[str] = set()  # of those, the ones a later stage loads from memory
+        self.stored: dict[str, list[tuple[Index, str, dict]]] = {}  # buffer → values held
+        self.store_lines: dict[str, list[int]] = {}  # temp → its store lines (dropped if unread)
         self.varies: dict[str, frozenset[LoopVar]] = {}  # value name → axes it varies along
 
     # -- source ---------------------------------------------------------------------------
@@ -242,17 +247,22 @@ class _Renderer:
 
     def render(self) -> str:
         k = self.kernel
-        refs = [f"{b.name}_ref" for b in (*k.inputs, *k.outputs, *k.temps)]
-        self.lines.append(f"def {k.name}_body({', '.join(refs)}):")
+        self.lines.append("")  # the signature, once the temporaries kept in memory are known
         for position, stage in enumerate(k.stages):
             self._stage(position, stage)
+        self.scratch = [t for t in k.temps if t.name in self.read_back]
+        unread = {n for t in k.temps if t not in self.scratch
+                  for n in self.store_lines.get(t.name, ())}
+        self.lines = [line for n, line in enumerate(self.lines) if n not in unread]
+        refs = [f"{b.name}_ref" for b in (*k.inputs, *k.outputs, *self.scratch)]
+        self.lines[0] = f"def {k.name}_body({', '.join(refs)}):"
         return "\n".join(self.lines) + "\n\n\n" + self._call() + "\n"
 
     def _call(self) -> str:
         k = self.kernel
         spec = "pl.BlockSpec(({},), lambda g: (0,))"  # whole and flat: offsets are global
         in_specs = [spec.format(b.size) for b in k.inputs]
-        slots = [(t, self._slots(t.size)) for t in k.temps]
+        slots = [(t, self._slots(t.size)) for t in self.scratch]
         out_specs = [spec.format(b.size) for b in k.outputs] + [spec.format(n) for _, n in slots]
         out_shapes = [f"jax.ShapeDtypeStruct(({b.size},), {JNP_DTYPES[b.dtype]})"
                       for b in k.outputs]
@@ -261,7 +271,7 @@ class _Renderer:
         walked = ", ".join(f"{v}<{v.extent}" for v in self.grid.walked) or "one point"
         note = " (one program: a stage reads other rows' outputs)" if self.grid.one_program \
             else ""
-        scratch = ", ".join(t.name for t in k.temps)
+        scratch = ", ".join(t.name for t in self.scratch)
         return "\n".join([
             f"def {k.name}({', '.join(b.name for b in k.inputs)}):",
             f"    outs = pl.pallas_call(",
@@ -295,9 +305,7 @@ class _Renderer:
         where = ", ".join((["rows"] if self.kernel.rows else [])
                           + [f"{v}<{v.extent}" for v in stage.loops])
         self.emit(_comment(head + render_expr(stage.value), f"  for {where or '()'}"))
-        loads = {e.attrs[0] for e in expr_nodes([stage.value]) if e.op == "load"}
-        if loads & self.written:
-            self.emit("BARRIER()  # what earlier stages stored is read below")
+        start, self.reads_back = len(self.lines), False
         self._open_axes(position, stage)
         value, *cached = self._values([stage.value, *(expr for _, _, expr in stage.caches)])
         for (temp, index, _), code in zip(stage.caches, cached):
@@ -306,6 +314,10 @@ class _Renderer:
             value = self._reduce(stage, value)
         self._store(stage.target, stage.index, value,
                     frozenset(a for a in self.axes if a != self.reduced))
+        if self.reads_back:
+            self.lines.insert(start, "    BARRIER()  # what earlier stages stored is read below")
+            for lines in self.store_lines.values():
+                lines[:] = [n + (n >= start) for n in lines]
 
     def _open_axes(self, position: int, stage: Stage) -> None:
         """Declares the stage's axis iotas and maps every loop variable to an Index of them."""
@@ -395,12 +407,20 @@ class _Renderer:
             return self.loads[(name, index)]
         buffer = self.kernel.buffer(name)
         offsets = self._offsets(name, index)
+        kept = self._kept_value(name, offsets)
+        if kept:
+            self.loads[(name, index)] = kept
+            return kept
+        if name in self.written:
+            self.read_back.add(name)
+            self.reads_back = True
         mask = self._mask(offsets, self._slots(buffer.size) if buffer.role == "temp"
                           else buffer.size)
         at = self._index_code(offsets)
         masked = f", mask={mask}, other={_literal(0, buffer.dtype)}" if mask else ""
         self.loads[(name, index)] = result = self._assign(
             f"plgpu.load({name}_ref.at[{at}]{masked})", frozenset(_vars(offsets)))
+        self._remember(name, offsets, result)  # a later stage reading the same lanes reuses it
         return result
 
     def _store(self, name: str, index: Index, value: str, axes: frozenset[LoopVar]) -> None:
@@ -412,8 +432,37 @@ class _Renderer:
                           else buffer.size)
         at = self._index_code(offsets, axes)
         masked = f", mask={mask}" if mask else ""
+        if buffer.role == "temp":
+            self.store_lines.setdefault(name, []).append(len(self.lines))
         self.emit(f"plgpu.store({name}_ref.at[{at}], {self._broadcast(value, axes)}{masked})")
         self.written.add(name)
+        self._remember(name, offsets, value)
+
+    def _remember(self, name: str, offsets: Index, value: str) -> None:
+        """Notes that ``value`` holds ``name`` at ``offsets`` over this stage's lanes."""
+        if value in self.varies:
+            lanes = {var: (a.position, a.extent, a.size) for var, a in self.axes.items()}
+            self.stored.setdefault(name, []).append((offsets, value, lanes))
+
+    def _kept_value(self, name: str, offsets: Index) -> str | None:
+        """A value an earlier stage stored to ``name`` (or loaded from it) that holds, lane for
+        lane, what a load at ``offsets`` would read: its tile axes match this stage's by position, extent and
+        padding, and its offsets are these with its axes renamed. Then the value is used as it
+        is, in registers (no scratch, no barrier)."""
+        for stored_offsets, value, lanes in self.stored.get(name, ()):
+            ours = {(a.position, a.extent, a.size): var for var, a in self.axes.items()}
+            renamed = {var: ours.get(lane) for var, lane in lanes.items()}
+            if None in renamed.values():
+                continue
+            if substitute(stored_offsets, {v: Index.var(w) for v, w in renamed.items()}) \
+                    != offsets:
+                continue
+            varies = frozenset(renamed[v] for v in self.varies[value])
+            alias = self.fresh()
+            self.emit(f"{alias} = {value}  # {name} at these lanes, as held above")
+            self.varies[alias] = varies
+            return alias
+        return None
 
     # -- expressions ------------------------------------------------------------------------
     def _values(self, roots: list[Expr]) -> list[str]:

@@ -1,28 +1,23 @@
-def block0_body(in0_ref, out0_ref, t0_ref, t1_ref, t2_ref):
+def block0_body(in0_ref, out0_ref):
     # t0[0] = max-reduce over j1<64: in0[j1 + r0*64]  for rows
     r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
     j0 = lax.broadcasted_iota(jnp.int32, (1, 64), 1)
     v0 = plgpu.load(in0_ref.at[(j0 + r * 64)])
     v1 = lax.expand_dims(lax.reduce_max(v0, (1,)), (1,))
-    plgpu.store(t0_ref.at[r], v1)
     # t2[0] = add-reduce over j2<64: exp(sub(in0[j2 + r0*64], max(-inf, t0[0])))  for rows
-    BARRIER()  # what earlier stages stored is read below
     r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
     j1 = lax.broadcasted_iota(jnp.int32, (1, 64), 1)
-    v2 = plgpu.load(in0_ref.at[(j1 + r * 64)])
-    v3 = plgpu.load(t0_ref.at[r])
+    v2 = v0  # in0 at these lanes, as held above
+    v3 = v1  # t0 at these lanes, as held above
     v4 = lax.max(np.float32(-np.inf), v3)
     v5 = lax.sub(v2, v4)
     v6 = lax.exp(v5)
-    plgpu.store(t1_ref.at[(j1 + r * 64)], v6)
     v7 = lax.expand_dims(lax.reduce_sum(v6, (1,)), (1,))
-    plgpu.store(t2_ref.at[r], v7)
     # out0[i3_0 + r0*64] = div(t1[i3_0], t2[0])  for rows, i3_0<64
-    BARRIER()  # what earlier stages stored is read below
     r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
     k2 = lax.broadcasted_iota(jnp.int32, (1, 64), 1)
-    v8 = plgpu.load(t1_ref.at[(k2 + r * 64)])
-    v9 = plgpu.load(t2_ref.at[r])
+    v8 = v6  # t1 at these lanes, as held above
+    v9 = v7  # t2 at these lanes, as held above
     v10 = lax.div(v8, v9)
     plgpu.store(out0_ref.at[(k2 + r * 64)], v10)
 
@@ -32,12 +27,8 @@ def block0(in0):
         block0_body,
         grid=(1,),  # 8 of 8 points (r0<8) per program
         in_specs=[pl.BlockSpec((512,), lambda g: (0,))],
-        # outputs, then scratch for t0, t1, t2 (dropped)
-        out_specs=[pl.BlockSpec((512,), lambda g: (0,)), pl.BlockSpec((8,), lambda g: (0,)), pl.BlockSpec((512,), lambda g: (0,)), pl.BlockSpec((8,), lambda g: (0,))],
-        out_shape=[jax.ShapeDtypeStruct((512,), jnp.float32),
-                   jax.ShapeDtypeStruct((8,), jnp.float32),
-                   jax.ShapeDtypeStruct((512,), jnp.float32),
-                   jax.ShapeDtypeStruct((8,), jnp.float32)],
+        out_specs=[pl.BlockSpec((512,), lambda g: (0,))],
+        out_shape=[jax.ShapeDtypeStruct((512,), jnp.float32)],
         compiler_params=plgpu.CompilerParams(num_warps=4),
         interpret=INTERPRET,
     )(in0.reshape(512))
