@@ -11,8 +11,10 @@ exactly and any kernel Pallas refuses to trace (each is traced once when compile
 Tiles: ``block_points(kernel, device_kind)`` picks the grid points (rows, or the points of a
 one-stage kernel) per program, a power of two. The default is ``default_block``: every point in
 one program when interpreting, otherwise the most points whose tile stays within the device
-kind's measured budget (``pallas_tuning``), or its default when none was measured.
-Pass your own ``block_points`` to override it; returning None keeps the default. On a GPU each
+kind's measured budget (``pallas_tuning``), or its default when none was measured. A kernel
+whose stages share no grid and would not fit one program runs one call per stage
+(``pallas_stages``). Pass your own ``block_points`` (or ``tile``) to override these; a
+``block_points`` returning None keeps the default. On a GPU each
 kernel is also compiled when its block is, so one that Triton rejects falls back to XLA too.
 
 Example:
@@ -49,6 +51,7 @@ from dnnfusion_jax.plan import Block
 from . import pallas_math
 from .kernel_blocks import kernel_fusible, require_kernel_block
 from .pallas_render import GridShape, Unrenderable, grid_shape, next_power_of_two, render_pallas
+from .pallas_stages import render_calls, split_stages
 from .pallas_tuning import tile_elements
 
 GPU_MAX_TILE_ELEMENTS = 1 << 16
@@ -63,21 +66,30 @@ def interpreting() -> bool:
     return jax.default_backend() != "gpu"
 
 
-def default_block(shape: GridShape, interpret: bool, tile_elements: int) -> int:
-    """Grid points per program: all of them when interpreting (or when one program must see
-    every row); on a GPU the most, a power of two, whose tile fits ``tile_elements``.
+def default_block(shape: GridShape, tile: int | None) -> int:
+    """Grid points per program: the most, a power of two, whose tile fits ``tile`` elements;
+    all of them when there is no bound (interpret mode) or one program must see every row.
 
     >>> rows = GridShape(walked=(), points=96, point_elements=256, one_program=False)
-    >>> default_block(rows, True, 4096), default_block(rows, False, 4096)
+    >>> default_block(rows, None), default_block(rows, 4096)
     (128, 16)
     """
     whole = next_power_of_two(shape.points)
-    if interpret or shape.one_program:
+    if tile is None or shape.one_program:
         return whole
     block = 1
-    while block < whole and block * 2 * shape.point_elements <= tile_elements:
+    while block < whole and block * 2 * shape.point_elements <= tile:
         block *= 2
     return block
+
+
+def needs_split(kernel: LoopKernel, tile: int) -> bool:
+    """Whether ``kernel`` runs one call per stage (``pallas_stages``): it has several stages
+    and no grid to share among them (no rows, or reads across rows) and one program would
+    hold more than ``tile`` elements."""
+    shape = grid_shape(kernel)
+    whole = next_power_of_two(shape.points) * shape.point_elements
+    return len(kernel.stages) > 1 and (not kernel.rows or shape.one_program) and whole > tile
 
 
 def namespace(interpret: bool) -> dict[str, Any]:
@@ -113,9 +125,11 @@ class PallasBackend:
 
     name = "pallas"
 
-    def __init__(self, interpret: bool | None = None, block_points: BlockPoints | None = None):
+    def __init__(self, interpret: bool | None = None, block_points: BlockPoints | None = None,
+                 tile: int | None = None):
         self.interpret = interpreting() if interpret is None else interpret
         self.block_points = block_points
+        self.tile = tile  # elements per program; None: the device kind's (unbounded interpreted)
 
     def fusible(self, node: Node) -> str | None:
         """Why ``node`` may not join a Pallas kernel with others (None: it may)."""
@@ -126,18 +140,27 @@ class PallasBackend:
         require_kernel_block(block)
         loop_kernel = lower_block(block, constants, name=kernel_name(block))
         device_kind = jax.devices()[0].device_kind
-        shape = grid_shape(loop_kernel)
-        block = self.block_points(loop_kernel, device_kind) if self.block_points else None
-        if block is None:
-            block = default_block(shape, self.interpret, tile_elements(device_kind))
-        tile = min(block, next_power_of_two(shape.points)) * shape.point_elements
-        if not self.interpret and tile > GPU_MAX_TILE_ELEMENTS:
-            raise UnsupportedBlock(f"Pallas renderer: a program's tile would hold {tile} "
-                                   f"elements (at most {GPU_MAX_TILE_ELEMENTS} on a GPU)")
+        tile = self.tile or (None if self.interpret else tile_elements(device_kind))
         try:
-            return render_pallas(loop_kernel, block), loop_kernel
+            if tile and needs_split(loop_kernel, tile):
+                parts = split_stages(loop_kernel)
+                sources = [self._render(part, device_kind, tile) for part in parts]
+                return render_calls(loop_kernel, parts, sources), loop_kernel
+            return self._render(loop_kernel, device_kind, tile), loop_kernel
         except Unrenderable as why:
             raise UnsupportedBlock(f"Pallas renderer: {why}") from None
+
+    def _render(self, kernel: LoopKernel, device_kind: str, tile: int | None) -> str:
+        shape = grid_shape(kernel)
+        block = self.block_points(kernel, device_kind) if self.block_points else None
+        if block is None:
+            block = default_block(shape, tile)
+        whole = next_power_of_two(shape.points)
+        elements = (whole if shape.one_program else min(block, whole)) * shape.point_elements
+        if not self.interpret and elements > GPU_MAX_TILE_ELEMENTS:
+            raise Unrenderable(f"a program's tile would hold {elements} elements (at most "
+                               f"{GPU_MAX_TILE_ELEMENTS} on a GPU)")
+        return render_pallas(kernel, block)
 
     def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
         source, loop_kernel = self.source(block, constants)

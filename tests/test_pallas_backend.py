@@ -118,6 +118,21 @@ def test_model_with_many_grid_steps(name, monkeypatch):
     assert any("grid=(1,)" not in s for s in sources if "pallas_call" in s)
 
 
+def test_models_with_gpu_sized_tiles_split_stages(monkeypatch):
+    """Tiles of 256 elements, as a GPU would get them on big shapes (interpreted): kernels
+    whose stages share no grid run one call per stage, the rest in many programs."""
+    monkeypatch.setitem(options.BACKENDS, "pallas_small",
+                        lambda: PallasBackend(interpret=True, tile=256))
+    split = 0
+    for name in sorted(zoo.MODELS):
+        fn, args = _model(name)
+        fused = dnnfusion.jit(fn, backend="pallas_small", fallback=False)
+        assert_trees_match(fused(*args), jax.jit(fn)(*args), what=f"{name} (small tiles)")
+        sources = [k.source for k in fused.explain(*args).optimized.executable.kernels]
+        split += sum("one call per stage" in s for s in sources)
+    assert split  # the split path ran
+
+
 def _kernel_kinds():
     rng = np.random.default_rng(2)
     floats = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731

@@ -1,0 +1,171 @@
+"""Pallas kernels on a GPU against jax.jit (XLA:GPU), side by side in one run.
+
+For every workload: jax.jit ms, dnnfusion (backend="pallas") ms, the ratio, the blocks of the
+plan, whether the results agree with jax.jit, and, for memory-bound workloads, the fraction of
+the GPU's HBM bandwidth the fused function reaches (its inputs and outputs moved once, over
+its time). Groups: memory-bound blocks (goal: >= 70% of HBM bandwidth), transformer blocks and
+CNN blocks (goal: >= 1.2x geomean over XLA:GPU). Times are medians of interleaved calls
+(``kernels.interleaved_ms``), inputs on the device.
+
+``--tune`` times the memory-bound workloads with each tile size in ``TILES`` and records the
+best one for this device kind (``codegen/pallas_tuning.py``; later runs and every
+``dnnfusion.jit`` on this machine use it). ``--check`` runs small shapes in interpret mode
+anywhere (no GPU): the script's plumbing and every result checked, nothing timed.
+
+Run: python3 benchmarks/pallas_gpu.py [--repeats N] [--peak-gbps G] [--tune] [--check] [names]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+import dnnfusion_jax as dnnfusion  # noqa: E402
+from codegen import pallas_tuning  # noqa: E402
+from codegen.pallas_backend import PallasBackend  # noqa: E402
+from dnnfusion_jax import options  # noqa: E402
+from examples.norms import group_norm, layer_norm, rms_norm  # noqa: E402
+from kernels import interleaved_ms  # noqa: E402
+from sweep import causal_softmax, check, conv_bn_relu  # noqa: E402
+
+HBM_GBPS = {"NVIDIA H200": 4800, "NVIDIA H100 80GB HBM3": 3350, "NVIDIA A100-SXM4-80GB": 2039}
+"""Peak HBM bandwidth (GB/s, vendor figures) by device kind; ``--peak-gbps`` for others."""
+
+TILES = (1024, 2048, 4096, 8192, 16384)
+"""Tile sizes (elements per program) ``--tune`` tries."""
+
+
+def workloads(small: bool):
+    """(group, name, function, inputs). ``small``: shapes for interpret mode (``--check``)."""
+    rng = np.random.default_rng(0)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    rows, width = (64, 96) if small else (8192, 4096)
+    yield "memory", f"softmax {rows}x{width}", jax.nn.softmax, (f(rows, width),)
+    yield "memory", f"layer norm {rows}x{width}", layer_norm, (f(rows, width), f(width), f(width))
+    yield "memory", f"RMS norm {rows}x{width}", rms_norm, (f(rows, width), f(width))
+    yield "memory", f"gelu(erf) {rows}x{width}", lambda x: jax.nn.gelu(x, approximate=False), \
+        (f(rows, width),)
+    yield "memory", f"silu*y {rows}x{width}", lambda x, y: jax.nn.silu(x) * y, \
+        (f(rows, width), f(rows, width))
+    side = 96 if small else 4096
+    yield "memory", f"transpose sandwich {side}^2", lambda x: (jnp.tanh(x.T) * 2.0).T + x, \
+        (f(side, side),)
+    n, hw, c = (2, 8, 64) if small else (16, 64, 512)
+    yield "memory", f"group norm {n}x{hw}x{hw}x{c}", group_norm, (f(n, hw, hw, c), f(c), f(c))
+    heads, seq = (2, 64) if small else (16, 2048)
+    yield "memory", f"causal softmax {heads}x{seq}^2", causal_softmax, (f(heads, seq, seq),)
+    from examples.bert import example as bert
+    from examples.gpt2 import example as gpt2
+    yield ("transformer", "BERT-base layer", *bert(num_layers=1, seq_len=32 if small else 512,
+                                                   batch=1 if small else 8))
+    yield ("transformer", "GPT-2 small", *gpt2(seq_len=32 if small else 1024,
+                                               batch=1 if small else 8))
+    from examples.efficientnet_b0 import example as efficientnet
+    from examples.mobilenet_v1_ssd import example as mobilenet
+    yield ("cnn", "EfficientNet-B0", *efficientnet(resolution=32 if small else 224,
+                                                   batch=1 if small else 32))
+    yield ("cnn", "MobileNetV1-SSD", *mobilenet(resolution=64 if small else 300,
+                                                batch=1 if small else 16))
+    hw = 8 if small else 56
+    yield "cnn", "conv + BN + relu", conv_bn_relu, \
+        (f(1 if small else 32, hw, hw, 64), f(3, 3, 64, 64), f(64), f(64))
+
+
+def traffic_bytes(fn, inputs) -> int:
+    """Bytes a perfect fused kernel moves: every input read and every output written once."""
+    outputs = jax.eval_shape(fn, *inputs)
+    leaves = jax.tree_util.tree_leaves((inputs, outputs))
+    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves)
+
+
+def with_tile(elements: int) -> str:
+    """Registers a Pallas backend whose tiles hold ``elements``; returns its option name."""
+    name = f"pallas_tile_{elements}"
+    options.BACKENDS[name] = lambda: PallasBackend(tile=elements)
+    return name
+
+
+def geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+def run(selected, backend: str, repeats: int, peak: float | None, timed: bool) -> dict:
+    """Prints one row per workload; returns {group: [ratio, ...]} and {"memory%": [...]}."""
+    results: dict[str, list[float]] = {}
+    print(f"{'workload':32} {'jax.jit ms':>10} {'pallas ms':>10} {'ratio':>6} {'HBM %':>6} "
+          f"{'blocks':>6}  check")
+    for group, name, fn, inputs in selected:
+        inputs = jax.device_put(inputs)
+        reference, fused = jax.jit(fn), dnnfusion.jit(fn, backend=backend)
+        verdict = jax.tree_util.tree_map(check, fused(*inputs), reference(*inputs))
+        verdict = ",".join(sorted(set(jax.tree_util.tree_leaves(verdict))))
+        blocks = fused.explain(*inputs).summary()["blocks"]
+        if not timed:
+            print(f"{name:32} {'-':>10} {'-':>10} {'-':>6} {'-':>6} {blocks:6d}  {verdict}")
+            continue
+        ref_times, fused_times = interleaved_ms([reference, fused], [inputs, inputs], repeats)
+        ref_ms, fused_ms = statistics.median(ref_times), statistics.median(fused_times)
+        ratio = ref_ms / fused_ms
+        results.setdefault(group, []).append(ratio)
+        hbm = "-"
+        if group == "memory" and peak:
+            fraction = traffic_bytes(fn, inputs) / (fused_ms * 1e-3) / (peak * 1e9)
+            results.setdefault("memory%", []).append(fraction)
+            hbm = f"{100 * fraction:5.0f}%"
+        print(f"{name:32} {ref_ms:10.3f} {fused_ms:10.3f} {ratio:5.2f}x {hbm:>6} {blocks:6d}  "
+              f"{verdict}", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--peak-gbps", type=float, help="HBM bandwidth of this GPU (GB/s)")
+    parser.add_argument("--tune", action="store_true", help="measure and record tile sizes")
+    parser.add_argument("--check", action="store_true",
+                        help="small shapes, interpret mode, nothing timed (runs without a GPU)")
+    parser.add_argument("names", nargs="*", help="run only workloads whose name contains one")
+    args = parser.parse_args()
+    on_gpu = jax.default_backend() == "gpu"
+    if not on_gpu and not args.check:
+        sys.exit("no GPU: Pallas kernels would run in interpret mode, which is not timed; "
+                 "run with --check to verify results only")
+    kind = jax.devices()[0].device_kind
+    peak = args.peak_gbps or HBM_GBPS.get(kind)
+    selected = [w for w in workloads(small=args.check)
+                if not args.names or any(n in w[1] for n in args.names)]
+    print(f"jax {jax.__version__}, {kind}, backend pallas vs jax.jit; median of "
+          f"{args.repeats} interleaved calls; HBM peak {peak or '?'} GB/s; tile "
+          f"{pallas_tuning.tile_elements(kind)} elements")
+    if args.tune:
+        memory = [w for w in selected if w[0] == "memory"]
+        scores = {}
+        for tile in TILES:
+            print(f"\ntile {tile} elements")
+            scores[tile] = geomean(run(memory, with_tile(tile), args.repeats, peak, on_gpu)
+                                   .get("memory", [float("nan")]))
+        best = max(scores, key=lambda t: scores[t])
+        print("\ngeomean speed-up by tile: "
+              + ", ".join(f"{t}: {s:.2f}x" for t, s in scores.items()))
+        print(f"recorded {best} for {kind} in {pallas_tuning.record(kind, best)}")
+        return
+    results = run(selected, "pallas", args.repeats, peak, on_gpu)
+    for group in ("memory", "transformer", "cnn"):
+        if results.get(group):
+            print(f"geomean {group}: {geomean(results[group]):.2f}x over jax.jit")
+    if results.get("memory%"):
+        print(f"geomean HBM bandwidth of memory-bound blocks: "
+              f"{100 * geomean(results['memory%']):.0f}% of {peak} GB/s")
+
+
+if __name__ == "__main__":
+    main()
