@@ -13,7 +13,7 @@ Regenerate the golden files after an intended change with
 from __future__ import annotations
 
 import functools
-import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dnnfusion_jax as dnnfusion
+from codegen import pallas_tuning
 from codegen.pallas_backend import PallasBackend, build_kernel, lower_for_cuda
 from dnnfusion_jax import options
 from dnnfusion_jax.dnnfusion_planner import DnnFusionPlanner
@@ -228,6 +229,43 @@ def test_renderer_refusal_is_a_fallback_with_its_reason():
     reasons = [f["reason"] for f in fused.explain(x).summary()["fallback_blocks"]]
     assert reasons and all("Pallas renderer: buffer" in r and "0 elements" in r
                            for r in reasons), reasons
+
+
+def test_joined_store_without_rows_stays_with_xla_on_small_tiles(monkeypatch):
+    """Two stages storing into one output (a joined concatenate) cannot run one call per
+    stage; with tiles too small for one program the block falls back, saying why."""
+    fn = lambda a, b: jnp.concatenate([jnp.tanh(a).sum(0), b * 2.0])  # noqa: E731
+    a, b = jnp.ones((64, 32)), jnp.ones((16,))
+    monkeypatch.setitem(options.BACKENDS, "pallas_small",
+                        lambda: PallasBackend(interpret=True, tile=16))
+    fused = dnnfusion.jit(fn, backend="pallas_small", fallback=False)
+    assert_trees_match(fused(a, b), jax.jit(fn)(a, b), what="joined store")
+    reasons = [f["reason"] for f in fused.explain(a, b).summary()["fallback_blocks"]]
+    assert any("no stage-by-stage split" in r for r in reasons), reasons
+
+
+def test_tile_sizes_are_recorded_per_device_kind(monkeypatch, tmp_path):
+    monkeypatch.setenv("DNNFUSION_CACHE_DIR", str(tmp_path))
+    assert pallas_tuning.tile_elements("NVIDIA H200") == pallas_tuning.DEFAULT_TILE_ELEMENTS
+    path = pallas_tuning.record("NVIDIA H200", 8192)
+    assert path.parent == tmp_path
+    assert pallas_tuning.tile_elements("NVIDIA H200") == 8192
+    assert pallas_tuning.tile_elements("another GPU") == pallas_tuning.DEFAULT_TILE_ELEMENTS
+    with pytest.raises(ValueError, match="power of two"):
+        pallas_tuning.record("NVIDIA H200", 3000)
+
+
+def test_gpu_benchmark_script_checks_results_without_a_gpu():
+    """benchmarks/pallas_gpu.py --check: the GPU session's tool runs here (small shapes,
+    interpreted, nothing timed) and every result agrees with jax.jit."""
+    root = Path(__file__).parent.parent
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "pallas_gpu.py"), "--check",
+                          "softmax", "layer norm", "transpose"], cwd=root, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line for line in run.stdout.splitlines() if line.split()[-1:] in (["ok"],
+                                                                              ["rounding"])]
+    assert len(rows) == 4, run.stdout  # softmax, causal softmax, layer norm, transpose
 
 
 def test_auto_is_c_on_cpu_and_pallas_on_gpu(monkeypatch):
