@@ -8,8 +8,10 @@ CNN blocks (goal: >= 1.2x geomean over XLA:GPU). Times are medians of interleave
 (``kernels.interleaved_ms``), inputs on the device.
 
 ``--tune`` times the memory-bound workloads with each tile size in ``TILES`` and records the
-best one for this device kind (``codegen/pallas_tuning.py``; later runs and every
-``dnnfusion.jit`` on this machine use it). ``--check`` runs small shapes in interpret mode
+best one for this device kind, then GEMM + bias + GELU at the sizes of ``GEMM_SIZES`` with
+the GEMM inside the Pallas kernel, and records the largest size up to which that was never
+slower than jax.jit (``codegen/pallas_tuning.py``; later runs and every ``dnnfusion.jit`` on
+this machine use both). ``--check`` runs small shapes in interpret mode
 anywhere (no GPU): the script's plumbing and every result checked, nothing timed.
 
 Run: python3 benchmarks/pallas_gpu.py [--repeats N] [--peak-gbps G] [--tune] [--check] [names]
@@ -79,6 +81,28 @@ def workloads(small: bool):
         (f(1 if small else 32, hw, hw, 64), f(3, 3, 64, 64), f(64), f(64))
 
 
+GEMM_SIZES = ((256, 128, 128), (1024, 256, 256), (4096, 512, 512), (8192, 1024, 1024))
+"""(m, k, n) of the GEMM + bias + GELU workloads ``--tune`` uses to find the largest GEMM worth
+running inside a Pallas kernel on this GPU."""
+
+
+def gemm_workloads(small: bool):
+    rng = np.random.default_rng(1)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    for m, k, n in ((64, 32, 32),) if small else GEMM_SIZES:
+        yield ("gemm", f"gemm+bias+gelu {m}x{k}x{n}", lambda x, w, b: jax.nn.gelu(x @ w + b),
+               (f(m, k), f(k, n) / np.sqrt(k), f(n)))
+
+
+class GemmInKernel(PallasBackend):
+    """The Pallas backend taking every GEMM whose panel fits a program into its kernel."""
+
+    def gemm_in_kernel(self, node) -> bool:
+        kind = jax.devices()[0].device_kind
+        return pallas_tuning.gemm_in_kernel(node, kind, self.interpret, self.tile_for(kind),
+                                            limit=1 << 62)
+
+
 def traffic_bytes(fn, inputs) -> int:
     """Bytes a perfect fused kernel moves: every input read and every output written once."""
     outputs = jax.eval_shape(fn, *inputs)
@@ -141,7 +165,7 @@ def main() -> None:
                  "run with --check to verify results only")
     kind = jax.devices()[0].device_kind
     peak = args.peak_gbps or HBM_GBPS.get(kind)
-    selected = [w for w in workloads(small=args.check)
+    selected = [w for w in [*workloads(small=args.check), *gemm_workloads(small=args.check)]
                 if not args.names or any(n in w[1] for n in args.names)]
     print(f"jax {jax.__version__}, {kind}, backend pallas vs jax.jit; median of "
           f"{args.repeats} interleaved calls; HBM peak {peak or '?'} GB/s; tile "
@@ -156,10 +180,25 @@ def main() -> None:
         best = max(scores, key=lambda t: scores[t])
         print("\ngeomean speed-up by tile: "
               + ", ".join(f"{t}: {s:.2f}x" for t, s in scores.items()))
-        print(f"recorded {best} for {kind} in {pallas_tuning.record(kind, best)}")
+        if not on_gpu:
+            print("nothing recorded: --check times nothing")
+            return
+        print(f"recorded tile {best} for {kind} in "
+              f"{pallas_tuning.record(kind, tile_elements=best)}")
+        print("\nGEMMs inside kernels (every one whose panel fits a program)")
+        options.BACKENDS["pallas_gemm"] = lambda: GemmInKernel(tile=best)
+        gemms = list(gemm_workloads(small=False))
+        ratios = run(gemms, "pallas_gemm", args.repeats, None, on_gpu).get("gemm", [])
+        limit = 0  # the largest GEMM up to which the kernel was never slower than XLA
+        for (m, k, n), ratio in zip(GEMM_SIZES, ratios):
+            if ratio < 1.0:
+                break
+            limit = 2 * m * k * n
+        print(f"recorded GEMMs up to {limit} FLOPs inside kernels for {kind} in "
+              f"{pallas_tuning.record(kind, gemm_flops=limit)}")
         return
     results = run(selected, "pallas", args.repeats, peak, on_gpu)
-    for group in ("memory", "transformer", "cnn"):
+    for group in ("memory", "transformer", "cnn", "gemm"):
         if results.get(group):
             print(f"geomean {group}: {geomean(results[group]):.2f}x over jax.jit")
     if results.get("memory%"):

@@ -2,7 +2,7 @@
 every backend that renders the kernel IR, so they fall back for the same reasons.
 
 Left to XLA: GEMMs and dense or grouped convolutions (``XLA_PREFERRED``: its are fast; we fuse
-around them; depthwise convolutions are ours, see ``dnnfusion_jax/depthwise.py``), a block of
+around them; a backend may take a GEMM into its kernel through a ``GemmPolicy``; depthwise convolutions are ours, see ``dnnfusion_jax/depthwise.py``), a block of
 reshapes alone (a free bitcast in XLA), and what the lowering cannot express
 (``lowering.unsupported_reason``).
 
@@ -20,6 +20,8 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dnnfusion_jax.depthwise import depthwise_reason
 from dnnfusion_jax.executable import UnsupportedBlock
 from dnnfusion_jax.ir import Node
@@ -36,22 +38,29 @@ LAYOUT_ONLY = frozenset({"reshape", "squeeze", "expand_dims", "copy"})
 """Primitives that are a bitcast in XLA: a block of only these is not worth a kernel."""
 
 
-def xla_preferred(node: Node) -> str | None:
+GemmPolicy = Callable[[Node], bool]
+"""Whether a backend runs this dot_general inside its kernel (with its prologue and epilogue)
+rather than leaving it to XLA's GEMM."""
+
+
+def xla_preferred(node: Node, gemm_in_kernel: GemmPolicy | None = None) -> str | None:
     """Why XLA should run ``node`` rather than a generated kernel (None: ours is faster)."""
     if node.op == "conv_general_dilated" and depthwise_reason(node) is None:
         return None  # XLA:CPU's depthwise convolution is slow (depthwise.py)
+    if node.op == "dot_general" and gemm_in_kernel is not None and gemm_in_kernel(node):
+        return None
     return XLA_PREFERRED.get(node.op)
 
 
-def kernel_fusible(node: Node) -> str | None:
+def kernel_fusible(node: Node, gemm_in_kernel: GemmPolicy | None = None) -> str | None:
     """Why ``node`` may not join a generated kernel with others (None: it may)."""
-    return xla_preferred(node) or unsupported_reason(node)
+    return xla_preferred(node, gemm_in_kernel) or unsupported_reason(node)
 
 
-def require_kernel_block(block: Block) -> None:
+def require_kernel_block(block: Block, gemm_in_kernel: GemmPolicy | None = None) -> None:
     """Raises UnsupportedBlock, with the reason, when ``block`` should stay with XLA."""
     for node in block.nodes:
-        reason = xla_preferred(node)
+        reason = xla_preferred(node, gemm_in_kernel)
         if reason:
             raise UnsupportedBlock(f"{node.op}: {reason}")
     if all(node.op in LAYOUT_ONLY for node in block.nodes):

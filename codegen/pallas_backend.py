@@ -52,7 +52,7 @@ from . import pallas_math
 from .kernel_blocks import kernel_fusible, require_kernel_block
 from .pallas_render import GridShape, Unrenderable, grid_shape, next_power_of_two, render_pallas
 from .pallas_stages import render_calls, split_stages
-from .pallas_tuning import tile_elements
+from .pallas_tuning import gemm_in_kernel, tile_elements
 
 GPU_MAX_TILE_ELEMENTS = 1 << 16
 """Largest tile one program may hold (a row of 64K floats: 16 warps, 128 registers a thread);
@@ -133,14 +133,23 @@ class PallasBackend:
 
     def fusible(self, node: Node) -> str | None:
         """Why ``node`` may not join a Pallas kernel with others (None: it may)."""
-        return kernel_fusible(node)
+        return kernel_fusible(node, self.gemm_in_kernel)
+
+    def gemm_in_kernel(self, node: Node) -> bool:
+        """Whether this dot_general runs inside a Pallas kernel (``pallas_tuning``)."""
+        kind = jax.devices()[0].device_kind
+        return gemm_in_kernel(node, kind, self.interpret, self.tile_for(kind))
+
+    def tile_for(self, device_kind: str) -> int | None:
+        """Elements one program may hold on ``device_kind`` (None: unbounded, interpreted)."""
+        return self.tile or (None if self.interpret else tile_elements(device_kind))
 
     def source(self, block: Block, constants: Mapping[Var, Any] = {}) -> tuple[str, LoopKernel]:
         """(Python source, loop kernel) of ``block``; raises UnsupportedBlock."""
-        require_kernel_block(block)
+        require_kernel_block(block, self.gemm_in_kernel)
         loop_kernel = lower_block(block, constants, name=kernel_name(block))
         device_kind = jax.devices()[0].device_kind
-        tile = self.tile or (None if self.interpret else tile_elements(device_kind))
+        tile = self.tile_for(device_kind)
         try:
             if tile and needs_split(loop_kernel, tile):
                 parts = split_stages(loop_kernel)

@@ -46,6 +46,7 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -130,9 +131,30 @@ points=600, point_elements=1, one_program=False)
     if len(stages) == 1 and stages[0].kind == "store" and not stages[0].caches:
         walked = (*kernel.rows, *stages[0].loops)
         return GridShape(walked, math.prod(v.extent for v in walked), 1, False)
-    elements = max(_padded(stage.loops) * _padded(stage.reduce_loops) for stage in stages)
+    elements = max(_stage_elements(stage, kernel.rows) for stage in stages)
     rows = math.prod(v.extent for v in kernel.rows)
     return GridShape(kernel.rows, rows, elements, _reads_across_rows(kernel, rows))
+
+
+def _stage_elements(stage: Stage, rows: tuple[LoopVar, ...]) -> int:
+    """Tile elements a stage holds per grid point: its kept × reduced lanes, or for a GEMM
+    (``_Renderer._contraction``) a row of each operand, the other's panel being shared by
+    every point of the program."""
+    kept, reduced = _padded(stage.loops), _padded(stage.reduce_loops)
+    return kept + reduced if _is_contraction(stage, rows) else kept * reduced
+
+
+def _is_contraction(stage: Stage, rows: tuple[LoopVar, ...]) -> bool:
+    """``sum over reduced of x * y``, x reading no kept loop and y no row."""
+    if (stage.kind != "reduce" or stage.combiner != "add" or stage.caches
+            or stage.value.op != "mul" or not stage.loops or not stage.reduce_loops):
+        return False
+    reads = [set().union(*(_vars(e.attrs[1] if e.op == "load" else e.attrs[0])
+                           for e in expr_nodes([arg]) if e.op in ("load", "index")))
+             for arg in stage.value.args]
+    inner = set(stage.reduce_loops)
+    return any(a <= set(rows) | inner and b <= set(stage.loops) | inner
+               for a, b in (reads, reads[::-1]))
 
 
 def _padded(loops: tuple[LoopVar, ...]) -> int:
@@ -307,17 +329,54 @@ class _Renderer:
         self.emit(_comment(head + render_expr(stage.value), f"  for {where or '()'}"))
         start, self.reads_back = len(self.lines), False
         self._open_axes(position, stage)
-        value, *cached = self._values([stage.value, *(expr for _, _, expr in stage.caches)])
-        for (temp, index, _), code in zip(stage.caches, cached):
-            self._store(temp, index, code, frozenset(self.axes))
-        if stage.kind == "reduce":
-            value = self._reduce(stage, value)
+        value = self._contraction(stage)
+        if value is None:
+            value, *cached = self._values([stage.value, *(e for _, _, e in stage.caches)])
+            for (temp, index, _), code in zip(stage.caches, cached):
+                self._store(temp, index, code, frozenset(self.axes))
+            if stage.kind == "reduce":
+                value = self._reduce(stage, value)
         self._store(stage.target, stage.index, value,
                     frozenset(a for a in self.axes if a != self.reduced))
         if self.reads_back:
             self.lines.insert(start, "    BARRIER()  # what earlier stages stored is read below")
             for lines in self.store_lines.values():
                 lines[:] = [n + (n >= start) for n in lines]
+
+    def _contraction(self, stage: Stage) -> str | None:
+        """A GEMM stage (``sum over j of x[rows, j] * y[k, j]``, from a dot_general) as one
+        ``lax.dot_general`` of the two tiles (Triton's ``tl.dot``); None when the
+        stage is no such product or a tile side is under 16 (then it is a multiply and a
+        reduction like any other). IEEE float32 (``Precision.HIGHEST``), as XLA:CPU: Triton's
+        default would round inputs to TF32. Padded lanes of ``j`` are zeroed in both tiles
+        (a masked load reads 0, but a prologue may turn 0 into inf, and inf * 0 is NaN)."""
+        value = stage.value
+        if (stage.kind != "reduce" or stage.combiner != "add" or stage.caches
+                or value.op != "mul" or self.reduced is None or len(self.axes) != 3):
+            return None
+        row, kept, reduced = (self.axes[v] for v in self.axes)
+        if min(row.size, kept.size, reduced.size) < 16:
+            return None
+        x, y = self._values(list(value.args))
+        sides = {self._varies(x), self._varies(y)}
+        if sides == {frozenset({kept.var, reduced.var}), frozenset({row.var, reduced.var})}:
+            if self._varies(x) != frozenset({row.var, reduced.var}):
+                x, y = y, x
+        else:
+            return None
+        ok = self._ok(reduced)
+        if ok:
+            x = self._assign(f"jnp.where({ok}, {x}, {_literal(0, value.dtype)})", self._varies(x))
+            y = self._assign(f"jnp.where({ok}, {y}, {_literal(0, value.dtype)})", self._varies(y))
+        product = (f"lax.dot_general({x}.reshape({row.size}, {reduced.size}), "
+                   f"{y}.reshape({kept.size}, {reduced.size}), (((1,), (1,)), ((), ())), "
+                   f"precision=lax.Precision.HIGHEST, "
+                   f"preferred_element_type={JNP_DTYPES[value.dtype]})")
+        self.emit(f"# a GEMM: (rows x {reduced.var.name}) times ({kept.var.name} x "
+                  f"{reduced.var.name}) transposed, one tl.dot")
+        result = self._assign(product, frozenset({row.var, kept.var}))
+        return self._assign(f"{result}.reshape({row.size}, {kept.size}, 1)",
+                            frozenset({row.var, kept.var}))
 
     def _open_axes(self, position: int, stage: Stage) -> None:
         """Declares the stage's axis iotas and maps every loop variable to an Index of them."""
@@ -446,23 +505,41 @@ class _Renderer:
 
     def _kept_value(self, name: str, offsets: Index) -> str | None:
         """A value an earlier stage stored to ``name`` (or loaded from it) that holds, lane for
-        lane, what a load at ``offsets`` would read: its tile axes match this stage's by position, extent and
-        padding, and its offsets are these with its axes renamed. Then the value is used as it
-        is, in registers (no scratch, no barrier)."""
+        lane, what a load at ``offsets`` would read: the axes its offsets and lanes use map to
+        this stage's axes of the same extent and padding (the grid axis to the grid axis), in
+        the same order, and its offsets are these with its axes renamed. Then the value is
+        used in registers (no scratch, no barrier), reshaped to this stage's rank."""
         for stored_offsets, value, lanes in self.stored.get(name, ()):
-            ours = {(a.position, a.extent, a.size): var for var, a in self.axes.items()}
-            renamed = {var: ours.get(lane) for var, lane in lanes.items()}
-            if None in renamed.values():
-                continue
-            if substitute(stored_offsets, {v: Index.var(w) for v, w in renamed.items()}) \
-                    != offsets:
-                continue
-            varies = frozenset(renamed[v] for v in self.varies[value])
-            alias = self.fresh()
-            self.emit(f"{alias} = {value}  # {name} at these lanes, as held above")
-            self.varies[alias] = varies
-            return alias
+            order = lambda v: lanes[v][0]  # noqa: E731 - the producer's axis position
+            varies = sorted(self.varies[value], key=order)
+            for mapping in self._axis_mappings(sorted(_vars(stored_offsets) | set(varies),
+                                                      key=order), lanes):
+                renamed = {v: Index.var(w) for v, w in mapping.items()}
+                ours = [self.axes[mapping[v]].position for v in varies]
+                if substitute(stored_offsets, renamed) != offsets or ours != sorted(ours):
+                    continue
+                here = frozenset(mapping[v] for v in varies)
+                shape = self._shape(here)
+                held = tuple(lanes[v][2] if v in varies else 1 for v in sorted(lanes, key=order))
+                code = value if held == shape else f"{value}.reshape({_args(shape)})"
+                alias = self.fresh()
+                self.emit(f"{alias} = {code}  # {name} at these lanes, as held above")
+                self.varies[alias] = here
+                return alias
         return None
+
+    def _axis_mappings(self, needed: list[LoopVar], lanes: dict):
+        """Every one-to-one map of the producer axes ``needed`` onto this stage's axes of the
+        same extent and padding (the grid axis only onto the grid axis)."""
+        choices = []
+        for var in needed:
+            _, extent, size = lanes[var]
+            choices.append([a.var for a in self.axes.values()
+                            if (a.extent, a.size) == (extent, size)
+                            and (a.var == self.point) == (var == self.point)])
+        for picked in itertools.product(*choices):
+            if len(set(picked)) == len(picked):
+                yield dict(zip(needed, picked))
 
     # -- expressions ------------------------------------------------------------------------
     def _values(self, roots: list[Expr]) -> list[str]:

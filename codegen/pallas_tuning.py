@@ -1,58 +1,105 @@
-"""Tile sizes of Pallas kernels per GPU kind: measured where someone measured, a default where not.
+"""What Pallas kernels do per GPU kind: measured where someone measured, a default where not.
 
-A program's tile (its grid points × each point's stage tile, in elements) trades parallelism
-(more programs) against work per program; the best size depends on the GPU. ``tile_elements``
-answers for a device kind from, in order: the measurements recorded on this machine (JSON next
-to the compile cache, written by ``benchmarks/pallas_gpu.py --tune``), the ones shipped in
-``MEASURED``, and ``DEFAULT_TILE_ELEMENTS``.
+Two choices depend on the GPU. The *tile* of a program (its grid points × each point's stage
+tile, in elements) trades parallelism against work per program. A *GEMM* runs inside a fused
+kernel (its prologue and epilogue with it) only up to some size; beyond, XLA's own GEMM wins.
+Answers for a device kind come from, in order: what was measured on this machine (JSON next to
+the compile cache, written by ``benchmarks/pallas_gpu.py --tune``), ``MEASURED`` (figures
+shipped with the project), and the defaults.
 
 Example:
-    >>> tile_elements("a GPU nobody measured") == DEFAULT_TILE_ELEMENTS
+    >>> settings("a GPU nobody measured") == Settings()
     True
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-DEFAULT_TILE_ELEMENTS = 1 << 12
-"""Tile of one program when the device kind was never measured: 4096 elements, as Triton
-programs of 4-8 warps like them (Triton's tutorials use 1024-4096). Not measured here."""
+from dnnfusion_jax.ir import Node
 
-MEASURED: dict[str, int] = {}
-"""Device kind → tile elements, from ``benchmarks/pallas_gpu.py --tune`` runs recorded in the
-README. Empty: no GPU has been lent to this project yet."""
+
+@dataclass(frozen=True)
+class Settings:
+    """Per device kind: ``tile_elements`` per program (a power of two) and the largest GEMM,
+    in FLOPs, worth running inside a fused kernel (0: GEMMs stay with XLA)."""
+
+    tile_elements: int = 1 << 12  # as Triton programs of 4-8 warps like them (not measured)
+    gemm_flops: int = 0           # not measured: XLA's GEMM (cuBLAS) until shown otherwise
+
+
+DEFAULT_TILE_ELEMENTS = Settings().tile_elements
+
+INTERPRET_GEMM_FLOPS = 1 << 20
+"""Interpret mode (CPU) takes GEMMs up to this size into kernels: not for speed, so that the
+tests check the path a GPU takes once measured."""
+
+MEASURED: dict[str, Settings] = {}
+"""Device kind → settings from ``benchmarks/pallas_gpu.py --tune`` runs recorded in the README.
+Empty: no GPU has been lent to this project yet."""
 
 
 def tuning_path() -> Path:
     from .compile_cache import default_cache_dir
-    return default_cache_dir() / "pallas-tiles.json"
+    return default_cache_dir() / "pallas-tuning.json"
 
 
-def _recorded() -> dict[str, int]:
+def _recorded() -> dict[str, Settings]:
     try:
-        return {str(k): int(v) for k, v in json.loads(tuning_path().read_text()).items()}
-    except (OSError, ValueError, AttributeError):
+        entries = json.loads(tuning_path().read_text())
+        return {str(kind): Settings(**values) for kind, values in entries.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
         return {}
 
 
+def settings(device_kind: str) -> Settings:
+    """The settings for ``device_kind`` (see the module docstring)."""
+    return _recorded().get(device_kind) or MEASURED.get(device_kind) or Settings()
+
+
 def tile_elements(device_kind: str) -> int:
-    """Elements of one program's tile on ``device_kind`` (see the module docstring)."""
-    return _recorded().get(device_kind) or MEASURED.get(device_kind) or DEFAULT_TILE_ELEMENTS
+    """Elements of one program's tile on ``device_kind``."""
+    return settings(device_kind).tile_elements
 
 
-def record(device_kind: str, elements: int) -> Path:
-    """Remembers a measured tile size for ``device_kind`` on this machine; returns the file."""
-    if elements <= 0 or elements & (elements - 1):
-        raise ValueError(f"tile of {elements} elements: expected a power of two")
+def gemm_in_kernel(node: Node, device_kind: str, interpret: bool, tile: int | None,
+                   limit: int | None = None) -> bool:
+    """Whether a Pallas kernel takes this dot_general (with what is fused around it): within
+    ``limit`` FLOPs (default: the device kind's measured limit, ``INTERPRET_GEMM_FLOPS`` in
+    interpret mode), and its contracted × output-column panel fits one program's ``tile``."""
+    lhs, rhs = node.inputs
+    (lhs_contract, rhs_contract), (_, rhs_batch) = node.params["dimension_numbers"]
+    depth = math.prod(lhs.shape[d] for d in lhs_contract)
+    columns = math.prod(e for d, e in enumerate(rhs.shape)
+                        if d not in rhs_contract and d not in rhs_batch)
+    flops = 2 * math.prod(node.out.shape) * depth
+    if limit is None:
+        limit = INTERPRET_GEMM_FLOPS if interpret else settings(device_kind).gemm_flops
+    panel = (1 << max(depth - 1, 0).bit_length()) * (1 << max(columns - 1, 0).bit_length())
+    return flops <= limit and (tile is None or panel <= tile)
+
+
+def record(device_kind: str, **values: int) -> Path:
+    """Remembers measured settings for ``device_kind`` on this machine; returns the file.
+
+    >>> import os, tempfile; os.environ["DNNFUSION_CACHE_DIR"] = tempfile.mkdtemp()
+    >>> _ = record("NVIDIA H200", tile_elements=8192)
+    >>> settings("NVIDIA H200")
+    Settings(tile_elements=8192, gemm_flops=0)
+    """
+    tile = values.get("tile_elements")
+    if tile is not None and (tile <= 0 or tile & (tile - 1)):
+        raise ValueError(f"tile of {tile} elements: expected a power of two")
     entries = _recorded()
-    entries[device_kind] = elements
+    entries[device_kind] = replace(settings(device_kind), **values)
     path = tuning_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(entries, f, indent=1)
+        json.dump({kind: asdict(s) for kind, s in entries.items()}, f, indent=1)
     os.replace(tmp, path)  # readers see the old or the new file, never half of one
     return path

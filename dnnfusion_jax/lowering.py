@@ -67,11 +67,13 @@ INDEX_TRANSFORMS = frozenset("""broadcast_in_dim reshape squeeze expand_dims tra
 OTHER_ELEMENTWISE = frozenset("""convert_element_type integer_pow square select_n clamp
     round""".split())
 
+DOT = "dot_general"
+
 LOWERABLE = frozenset(ELEMENTWISE_LOWERING) | frozenset(REDUCTIONS) | INDEX_TRANSFORMS \
-    | OTHER_ELEMENTWISE | {CONV}
+    | OTHER_ELEMENTWISE | {CONV, DOT}
 """Every primitive this lowering handles; a block with any other stays in XLA."""
 
-STAGED = frozenset(REDUCTIONS) | {CONV}
+STAGED = frozenset(REDUCTIONS) | {CONV, DOT}
 """Primitives computed by a reduce stage of their own, into a buffer later stages load."""
 
 MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
@@ -186,6 +188,8 @@ class _BlockLowering:
                 self._reduce_stage(node)
             elif node.op == CONV:
                 self._depthwise_stage(node)
+            elif node.op == DOT:
+                self._dot_stage(node)
         for var, buffer in zip(self.block.outputs, self.outputs):
             if self.producer[var].op not in STAGED:
                 self._store_stage(var, buffer)
@@ -266,6 +270,38 @@ class _BlockLowering:
             x = Expr("select", (inside, x, Expr("const", (), dtype, (0,))), dtype)
         value = Expr("mul", (x, self.value_at(node.inputs[1], tap.rhs)), dtype)
         self._add_reduction(result, "add", value, kept_loops, window)
+
+    def _dot_stage(self, node: Node) -> None:
+        """A contraction (dot_general): for every output element (batch dimensions, then the
+        free ones of lhs, then of rhs), the sum over the contracted dimensions of lhs times
+        rhs, both in the result's dtype. Which backends take it is a policy
+        (``codegen/kernel_blocks.py``): the C backend leaves GEMMs to XLA."""
+        lhs, rhs = node.inputs
+        result, dtype = node.out, kernel_dtype(node.out)
+        (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = node.params["dimension_numbers"]
+        kept_loops = self._loops(result.shape[len(self.rows):])
+        out_index = iter(self._row_indices() + [Index.var(v) for v in kept_loops])
+        contracted = [LoopVar(f"c{self._loop_count}_{n}", lhs.shape[d])
+                      for n, d in enumerate(lhs_contract)]
+        lhs_index: list[Index] = [Index()] * lhs.ndim
+        rhs_index: list[Index] = [Index()] * rhs.ndim
+        for a, b in zip(lhs_batch, rhs_batch):
+            lhs_index[a] = rhs_index[b] = next(out_index)
+        for a in range(lhs.ndim):
+            if a not in lhs_contract and a not in lhs_batch:
+                lhs_index[a] = next(out_index)
+        for b in range(rhs.ndim):
+            if b not in rhs_contract and b not in rhs_batch:
+                rhs_index[b] = next(out_index)
+        for var, a, b in zip(contracted, lhs_contract, rhs_contract):
+            lhs_index[a] = rhs_index[b] = Index.var(var)
+        x, y = (self._converted(self.value_at(v, i), dtype)
+                for v, i in ((lhs, lhs_index), (rhs, rhs_index)))
+        self._add_reduction(result, "add", Expr("mul", (x, y), dtype), kept_loops, contracted)
+
+    @staticmethod
+    def _converted(value: Expr, dtype: str) -> Expr:
+        return value if value.dtype == dtype else Expr("convert", (value,), dtype, (value.dtype,))
 
     def _add_reduction(self, result: Var, combiner: str, value: Expr,
                        kept_loops: list[LoopVar], reduced: list[LoopVar]) -> None:

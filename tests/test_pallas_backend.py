@@ -46,13 +46,24 @@ GOLDEN_CASES = {
     "layer_norm": (zoo.layer_norm, [(8, 32), (32,), (32,)]),
     "transpose_sandwich": (lambda x: (jnp.tanh(x.T) * 2.0).T + x, [(16, 32)]),
     "transpose_read": (lambda x, y: jnp.tanh(x.T) * 2.0 + y, [(16, 32), (32, 16)]),
-    "matmul_epilogue": (lambda x, w, b: jax.nn.gelu(x @ w + b), [(8, 32), (32, 16), (16,)]),
+    "matmul_epilogue": (lambda x, w, b: jax.nn.gelu(x @ w + b), [(64, 32), (32, 16), (16,)]),
 }
 
 
+GPU_MEASURED = pallas_tuning.Settings(gemm_flops=1 << 20)
+"""What a GPU's measurements might say: default tiles, and GEMMs up to 1 MFLOP inside kernels
+(the path a GPU takes once ``benchmarks/pallas_gpu.py --tune`` found it pays)."""
+
+
 def generated_source(name: str) -> str:
-    """Every block of the case's plan: Pallas source as for a GPU (default tiles), or the
+    """Every block of the case's plan: Pallas source as for a GPU (``GPU_MEASURED``), or the
     reason it stays with XLA."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(pallas_tuning.MEASURED, jax.devices()[0].device_kind, GPU_MEASURED)
+        return _generated_source(name)
+
+
+def _generated_source(name: str) -> str:
     fn, shapes = GOLDEN_CASES[name]
     graph = trace_function(fn, [jnp.ones(s, jnp.float32) for s in shapes]).graph
     backend = PallasBackend(interpret=False)
@@ -213,12 +224,25 @@ def test_fallback_reasons_in_explain():
     def fn(x, w):
         return jnp.cumsum(jnp.tanh(x @ w), axis=1) * 2.0
 
-    x, w = jnp.ones((4, 8)), jnp.ones((8, 8)) / 8
+    x, w = jnp.ones((64, 128)), jnp.ones((128, 128)) / 128  # 2 MFLOP: past the GEMM limit
     fused = dnnfusion.jit(fn, backend="pallas", fallback=False)
     assert_trees_match(fused(x, w), jax.jit(fn)(x, w), what="fallback")
     reasons = [f["reason"] for f in fused.explain(x, w).summary()["fallback_blocks"]]
     assert any("dot_general" in r for r in reasons), reasons
     assert any("cumsum" in r for r in reasons), reasons
+
+
+def test_small_gemm_runs_inside_the_kernel_with_its_epilogue():
+    """Under the GEMM limit (interpret mode's; a GPU's is measured per device kind) a
+    dot_general is a reduce stage of the Pallas kernel that also computes its epilogue."""
+    fn = lambda x, w, b: jax.nn.gelu(x @ w + b)  # noqa: E731
+    rng = np.random.default_rng(3)
+    x, w, b = (jnp.asarray(rng.standard_normal(s), jnp.float32)
+               for s in [(24, 32), (32, 48), (48,)])
+    fused = dnnfusion.jit(fn, backend="pallas", fallback=False)
+    assert_trees_match(fused(x, w, b), jax.jit(fn)(x, w, b), what="gemm epilogue")
+    summary = fused.explain(x, w, b).summary()
+    assert summary["blocks"] == 1 and not summary["fallback_blocks"], summary
 
 
 def test_renderer_refusal_is_a_fallback_with_its_reason():
@@ -244,15 +268,16 @@ def test_joined_store_without_rows_stays_with_xla_on_small_tiles(monkeypatch):
     assert any("no stage-by-stage split" in r for r in reasons), reasons
 
 
-def test_tile_sizes_are_recorded_per_device_kind(monkeypatch, tmp_path):
+def test_settings_are_recorded_per_device_kind(monkeypatch, tmp_path):
     monkeypatch.setenv("DNNFUSION_CACHE_DIR", str(tmp_path))
-    assert pallas_tuning.tile_elements("NVIDIA H200") == pallas_tuning.DEFAULT_TILE_ELEMENTS
-    path = pallas_tuning.record("NVIDIA H200", 8192)
+    assert pallas_tuning.settings("NVIDIA H200") == pallas_tuning.Settings()
+    path = pallas_tuning.record("NVIDIA H200", tile_elements=8192)
+    pallas_tuning.record("NVIDIA H200", gemm_flops=1 << 24)
     assert path.parent == tmp_path
-    assert pallas_tuning.tile_elements("NVIDIA H200") == 8192
+    assert pallas_tuning.settings("NVIDIA H200") == pallas_tuning.Settings(8192, 1 << 24)
     assert pallas_tuning.tile_elements("another GPU") == pallas_tuning.DEFAULT_TILE_ELEMENTS
     with pytest.raises(ValueError, match="power of two"):
-        pallas_tuning.record("NVIDIA H200", 3000)
+        pallas_tuning.record("NVIDIA H200", tile_elements=3000)
 
 
 def test_gpu_benchmark_script_checks_results_without_a_gpu():
@@ -307,15 +332,18 @@ def _lowering_failures(cases):
     return failures
 
 
-def test_every_model_kernel_lowers_for_cuda_through_triton():
+def test_every_model_kernel_lowers_for_cuda_through_triton(monkeypatch):
     """Pallas lowers to Triton IR without a device: power-of-two arrays, primitives Triton
-    has (erf, erfc and round through pallas_math), masked loads and stores. Triton's own
-    compiler (register and shared-memory limits) runs only on a GPU."""
+    has (erf, erfc and round through pallas_math), masked loads and stores, small GEMMs
+    inside kernels (``GPU_MEASURED``). Triton's own compiler (register and shared-memory
+    limits) runs only on a GPU."""
+    monkeypatch.setitem(pallas_tuning.MEASURED, jax.devices()[0].device_kind, GPU_MEASURED)
     cases = {name: _model(name) for name in sorted(zoo.MODELS)}
     assert not _lowering_failures(cases)
 
 
-def test_kernel_kinds_and_golden_cases_lower_for_cuda():
+def test_kernel_kinds_and_golden_cases_lower_for_cuda(monkeypatch):
+    monkeypatch.setitem(pallas_tuning.MEASURED, jax.devices()[0].device_kind, GPU_MEASURED)
     rng = np.random.default_rng(0)
     cases = dict(_kernel_kinds())
     for name, (fn, shapes) in GOLDEN_CASES.items():
