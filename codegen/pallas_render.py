@@ -23,7 +23,9 @@ Pallas stage is *array code* over a tile:
   a GPU (the program's threads see each other's writes), nothing in interpret mode. A kernel
   that reads an output it wrote in another row's place runs as one program.
 * **Operations** are ``lax`` functions (XLA semantics: NaN-propagating max/min, C-style integer
-  division); those Triton lacks (erf, erfc, round) come from ``pallas_math`` as ``pm.*``.
+  division); those Triton lacks (erf, erfc, round) come from ``pallas_math`` as ``pm.*``. A
+  GEMM stage (from a dot_general the backend took into the kernel) is one ``lax.dot_general``
+  of two tiles, Triton's ``tl.dot``, when each tile side is 16 or more.
 
 The source expects ``jax, jnp, lax, np, pl, plgpu, pm``, ``INTERPRET`` and ``BARRIER``
 (``pallas_backend.namespace``).
@@ -403,7 +405,6 @@ class _Renderer:
                 stride //= loop.extent
                 self.mapping[loop] = Index.var(var).digit(stride, loop.extent)
         self.loads: dict[tuple[str, Index], str] = {}
-        self.oks: dict[LoopVar, str] = {}
         for axis in self.axes.values():
             shape = self._shape({axis.var})
             iota = f"lax.broadcasted_iota(jnp.int32, {_tuple(shape)}, {axis.position})"
@@ -416,7 +417,7 @@ class _Renderer:
         return tuple(a.size if a.var in axes else 1 for a in self.axes.values())
 
     def _ok(self, axis: _Axis) -> str | None:
-        """The name of ``axis``'s in-range lanes (None: every lane is in range)."""
+        """The condition of ``axis``'s in-range lanes (None: every lane is in range)."""
         covered = axis.size * (self.steps if axis.var.name == "r" else 1)
         if covered == axis.extent:
             return None

@@ -2,7 +2,8 @@
 
 (a) golden tests of the generated source (as for a GPU) for a few blocks; (b) every test model,
 a dozen kernel kinds and a few of test_differential's random programs agree with ``jax.jit``
-with ``backend="pallas"``, also with grids of several programs (as on a GPU, interpreted);
+with ``backend="pallas"`` (small GEMMs inside kernels), also with grids of several programs
+and GPU-sized tiles (as on a GPU, interpreted);
 (c) inf/NaN inputs on softmax, layer norm, max/min and exp/log kernels; (d) a block the
 backend cannot take falls back to XLA and ``explain()`` says why; (e) every kernel of those
 lowers for an NVIDIA GPU through Triton (cross-lowered: no GPU needed).
