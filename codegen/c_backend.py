@@ -33,7 +33,7 @@ from dnnfusion_jax.plan import Block
 from .c_render import render_c
 from .compile_cache import build_shared_library
 from .ffi_runtime import call_kernel, kernel_id_for, load_kernel
-from .kernel_blocks import kernel_fusible, require_kernel_block
+from .kernel_blocks import C_GEMM_FLOPS, gemm_flops, kernel_fusible, require_kernel_block
 
 HOST_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
               "-std=gnu11", "-lm")
@@ -68,10 +68,15 @@ class CBackend:
 
     def fusible(self, node: Node) -> str | None:
         """Why ``node`` may not join a C kernel with others (None: it may)."""
-        return kernel_fusible(node)
+        return kernel_fusible(node, self.gemm_in_kernel)
+
+    @staticmethod
+    def gemm_in_kernel(node: Node) -> bool:
+        """Small GEMMs (``C_GEMM_FLOPS``) join C kernels; XLA runs the others."""
+        return gemm_flops(node) <= C_GEMM_FLOPS
 
     def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
-        require_kernel_block(block)
+        require_kernel_block(block, self.gemm_in_kernel)
         symbol, source, loop_kernel = c_kernel_source(block, constants)
         library = build_shared_library(source, compiler=self.compiler, flags=self.flags,
                                        cache_dir=self.cache_dir)

@@ -2,7 +2,8 @@
 every backend that renders the kernel IR, so they fall back for the same reasons.
 
 Left to XLA: GEMMs and dense or grouped convolutions (``XLA_PREFERRED``: its are fast; we fuse
-around them; a backend may take a GEMM into its kernel through a ``GemmPolicy``; depthwise convolutions are ours, see ``dnnfusion_jax/depthwise.py``), a block of
+around them; a backend may take a GEMM into its kernel through a ``GemmPolicy``: C takes
+those up to ``C_GEMM_FLOPS``, Pallas what ``pallas_tuning`` measured for the device kind; depthwise convolutions are ours, see ``dnnfusion_jax/depthwise.py``), a block of
 reshapes alone (a free bitcast in XLA), and what the lowering cannot express
 (``lowering.unsupported_reason``).
 
@@ -20,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from dnnfusion_jax.depthwise import depthwise_reason
@@ -36,6 +38,21 @@ XLA_PREFERRED = {
 
 LAYOUT_ONLY = frozenset({"reshape", "squeeze", "expand_dims", "copy"})
 """Primitives that are a bitcast in XLA: a block of only these is not worth a kernel."""
+
+
+C_GEMM_FLOPS = 1 << 20
+"""GEMMs up to this many FLOPs run inside C kernels, with what is fused around them; larger ones
+stay with XLA's GEMM. Measured on the 2-core EPYC (2026-11-21): EfficientNet-B0, whose
+squeeze-excite GEMMs are 0.01-0.1 MFLOP, went from 12.2 ms to 11.2-11.7 ms (limits of 0.25, 1
+and 4 MFLOP alike)."""
+
+
+def gemm_flops(node: Node) -> int:
+    """2 × output elements × contracted size of a dot_general."""
+    lhs = node.inputs[0]
+    (lhs_contract, _), _ = node.params["dimension_numbers"]
+    depth = math.prod(lhs.shape[d] for d in lhs_contract)
+    return 2 * math.prod(node.out.shape) * depth
 
 
 GemmPolicy = Callable[[Node], bool]

@@ -13,6 +13,7 @@ from dnnfusion_jax.legality import Constraints
 from dnnfusion_jax.profitability import MeasuredProfitability, ProfilingDatabase
 from dnnfusion_jax.simplify import simplify
 from dnnfusion_jax.trace import trace_function
+from codegen import c_backend
 from codegen.c_backend import CBackend
 from examples.norms import group_norm, layer_norm, rms_norm
 
@@ -37,7 +38,13 @@ def test_normalisations_are_one_c_kernel(name):
     np.testing.assert_allclose(fused(*args), jax.jit(fn)(*args), rtol=1e-5, atol=1e-5)
 
 
-def test_gemm_stays_alone_for_the_c_backend_and_its_epilogue_is_one_kernel():
+@pytest.fixture
+def gemms_to_xla(monkeypatch):
+    """Every GEMM left to XLA by the C backend, as GEMMs above ``C_GEMM_FLOPS`` are."""
+    monkeypatch.setattr(c_backend, "C_GEMM_FLOPS", 0)
+
+
+def test_gemm_stays_alone_for_the_c_backend_and_its_epilogue_is_one_kernel(gemms_to_xla):
     fn = lambda x, w, b: jax.nn.gelu(x @ w + b)  # noqa: E731
     args = (X, RNG.standard_normal((64, 16)).astype(np.float32),
             RNG.standard_normal(16).astype(np.float32))
@@ -91,8 +98,19 @@ def test_gelu_exact_merges_its_two_branches_into_one_c_kernel():
 W = RNG.standard_normal((64, 64)).astype(np.float32)
 
 
+def test_small_gemm_joins_its_prologue_and_epilogue_in_one_c_kernel():
+    """Under ``C_GEMM_FLOPS`` (here 0.13 MFLOP) the GEMM is a reduce stage of the kernel."""
+    fn = lambda x, w, b: jax.nn.gelu((x * 2.0) @ w + b)  # noqa: E731
+    args = (X, RNG.standard_normal((64, 16)).astype(np.float32),
+            RNG.standard_normal(16).astype(np.float32))
+    fused = dnnfusion.jit(fn, backend="c", fallback=False)
+    summary = fused.explain(*args).summary()
+    assert summary["blocks"] == 1 and summary["fallback_blocks"] == []
+    np.testing.assert_allclose(fused(*args), jax.jit(fn)(*args), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("epilogue", ["none", "exp"])
-def test_a_diamond_through_a_gemm_is_not_merged_into_a_cycle(epilogue):
+def test_a_diamond_through_a_gemm_is_not_merged_into_a_cycle(epilogue, gemms_to_xla):
     # a → dot → (exp) → c and a → c: a's block and c's block merged would be a cycle.
     def diamond(x, w):
         a = x * 2.0
