@@ -50,7 +50,8 @@ from dnnfusion_jax.plan import Block
 
 from . import pallas_math
 from .kernel_blocks import kernel_fusible, require_kernel_block
-from .pallas_render import GridShape, Unrenderable, grid_shape, next_power_of_two, render_pallas
+from .pallas_grid import GridShape, grid_shape, next_power_of_two
+from .pallas_render import Unrenderable, render_pallas
 from .pallas_stages import render_calls, split_stages
 from .pallas_tuning import gemm_in_kernel, tile_elements
 

@@ -4,10 +4,8 @@ as Triton wants a GPU kernel (the Pallas code generator; interpret mode runs the
 Same IR as the C renderer, other spelling. Where C runs a loop nest one element at a time, a
 Pallas stage is *array code* over a tile:
 
-* **Grid.** The grid walks the kernel's rows (``kernel.rows``), ``block`` of them per program;
-  a kernel of a single store stage walks every point of that stage instead (its loops join the
-  rows), so an elementwise block is split evenly however its loops are shaped. ``grid_shape``
-  says what a kernel walks; the backend chooses ``block``.
+* **Grid.** The grid walks the kernel's rows, ``block`` of them per program, or every point of
+  a one-stage kernel (``pallas_grid``); the backend chooses ``block``.
 * **Tiles of powers of two.** A stage is array code over (the program's rows, its kept loops
   flattened, its reduced loops flattened), each axis padded to a power of two (Triton's rule
   for every array); a loop variable is a digit of its axis. Lanes past an extent are masked:
@@ -53,8 +51,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dnnfusion_jax.kernel_ir import (Div, Expr, Index, LoopKernel, LoopVar, Mod, Stage,
-                                     expr_nodes, render_expr)
+from dnnfusion_jax.kernel_ir import (Div, Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes,
+                                     render_expr)
+
+from .pallas_grid import grid_shape, index_vars, next_power_of_two
 
 PALLAS_OPS = {
     # kernel IR operation → spelling; {0} {1} {2} are operands (arrays or scalars)
@@ -98,119 +98,6 @@ COMMENT_WIDTH = 100
 
 class Unrenderable(Exception):
     """The kernel has something this renderer cannot spell exactly; the message says what."""
-
-
-def next_power_of_two(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
-@dataclass(frozen=True)
-class GridShape:
-    """What a kernel's grid walks: ``walked`` loop variables (flat, row-major: ``points`` in
-    all), ``point_elements`` tile elements per point (the largest stage's padded kept × reduced
-    extents), and ``one_program`` when a stage reads an output another point wrote."""
-
-    walked: tuple[LoopVar, ...]
-    points: int
-    point_elements: int
-    one_program: bool
-
-
-def grid_shape(kernel: LoopKernel) -> GridShape:
-    """How ``kernel``'s iteration space splits among programs (see the module docstring).
-
-    >>> from dnnfusion_jax.kernel_ir import Buffer, Expr, Stage
-    >>> r, i = LoopVar("r", 6), LoopVar("i", 100)
-    >>> x = Expr("load", (), "f32", ("in0", Index.var(r) * 100 + Index.var(i)))
-    >>> k = LoopKernel("k", [Buffer("in0", (6, 100), "f32", "input")],
-    ...                [Buffer("out0", (6, 100), "f32", "output")], [], (r,),
-    ...                [Stage("store", "out0", Index.var(r) * 100 + Index.var(i), x, (i,))])
-    >>> grid_shape(k)   # one store stage: the grid walks all 600 points
-    GridShape(walked=(LoopVar(name='r', extent=6), LoopVar(name='i', extent=100)), \
-points=600, point_elements=1, one_program=False)
-    """
-    stages = kernel.stages
-    if len(stages) == 1 and stages[0].kind == "store" and not stages[0].caches:
-        walked = (*kernel.rows, *stages[0].loops)
-        return GridShape(walked, math.prod(v.extent for v in walked), 1, False)
-    elements = max(_stage_elements(stage, kernel.rows) for stage in stages)
-    rows = math.prod(v.extent for v in kernel.rows)
-    return GridShape(kernel.rows, rows, elements, _reads_across_rows(kernel, rows))
-
-
-def _stage_elements(stage: Stage, rows: tuple[LoopVar, ...]) -> int:
-    """Tile elements a stage holds per grid point: its kept × reduced lanes, or for a GEMM
-    (``_Renderer._contraction``) a row of each operand, the other's panel being shared by
-    every point of the program."""
-    kept, reduced = _padded(stage.loops), _padded(stage.reduce_loops)
-    return kept + reduced if _is_contraction(stage, rows) else kept * reduced
-
-
-def _is_contraction(stage: Stage, rows: tuple[LoopVar, ...]) -> bool:
-    """``sum over reduced of x * y``, x reading no kept loop and y no row."""
-    if (stage.kind != "reduce" or stage.combiner != "add" or stage.caches
-            or stage.value.op != "mul" or not stage.loops or not stage.reduce_loops):
-        return False
-    reads = [set().union(*(_vars(e.attrs[1] if e.op == "load" else e.attrs[0])
-                           for e in expr_nodes([arg]) if e.op in ("load", "index")))
-             for arg in stage.value.args]
-    inner = set(stage.reduce_loops)
-    return any(a <= set(rows) | inner and b <= set(stage.loops) | inner
-               for a, b in (reads, reads[::-1]))
-
-
-def _padded(loops: tuple[LoopVar, ...]) -> int:
-    return next_power_of_two(math.prod(v.extent for v in loops)) if loops else 1
-
-
-def _reads_across_rows(kernel: LoopKernel, rows: int) -> bool:
-    """Whether a stage loads an output at an index outside the rows its own point stores
-    (then one program must compute every row). Temporaries are row-local by construction."""
-    if not kernel.rows:
-        return False
-    stored = {s.target for s in kernel.stages}
-    for buffer in kernel.outputs:
-        if buffer.name not in stored:
-            continue
-        loads = [e.attrs[1] for s in kernel.stages for e in expr_nodes([s.value])
-                 if e.op == "load" and e.attrs[0] == buffer.name]
-        if not loads:
-            continue
-        stores = [s.index for s in kernel.stages if s.target == buffer.name]
-        if buffer.size % rows or any(_row_local(kernel.rows, index, buffer.size // rows) is None
-                                     for index in (*loads, *stores)):
-            return True
-    return False
-
-
-def _row_local(rows: tuple[LoopVar, ...], index: Index, size: int) -> Index | None:
-    """The part of ``index`` inside its row's ``size`` elements when the rest is exactly
-    ``flat row · size``; None otherwise."""
-    stride, strides = math.prod(v.extent for v in rows), {}
-    for var in rows:
-        stride //= var.extent
-        strides[var] = stride * size
-    local = []
-    for atom, coef in index.terms:
-        if atom in strides:
-            if coef != strides[atom]:
-                return None
-        elif isinstance(atom, LoopVar) or not (_vars(atom.index) & set(rows)):
-            local.append((atom, coef))
-        else:
-            return None
-    if any(var.extent > 1 and all(a != var for a, _ in index.terms) for var in rows):
-        return None
-    local_index = Index(tuple(local), index.const)
-    low, high = local_index.bounds()
-    return local_index if 0 <= low and high < size else None
-
-
-def _vars(index: Index) -> set[LoopVar]:
-    found: set[LoopVar] = set()
-    for atom, _ in index.terms:
-        found |= {atom} if isinstance(atom, LoopVar) else _vars(atom.index)
-    return found
 
 
 def render_pallas(kernel: LoopKernel, block: int | None = None) -> str:
@@ -298,7 +185,7 @@ class _Renderer:
         scratch = ", ".join(t.name for t in self.scratch)
         return "\n".join([
             f"def {k.name}({', '.join(b.name for b in k.inputs)}):",
-            f"    outs = pl.pallas_call(",
+            "    outs = pl.pallas_call(",
             f"        {k.name}_body,",
             f"        grid=({self.steps},),  # {self.block} of {self.grid.points} points "
             f"({walked}) per program{note}",
@@ -307,7 +194,7 @@ class _Renderer:
             f"        out_specs=[{', '.join(out_specs)}],",
             f"        out_shape=[{(',' + chr(10) + ' ' * 19).join(out_shapes)}],",
             f"        compiler_params=plgpu.CompilerParams(num_warps={self.num_warps()}),",
-            f"        interpret=INTERPRET,",
+            "        interpret=INTERPRET,",
             f"    )({', '.join(f'{b.name}.reshape({b.size})' for b in k.inputs)})",
             f"    return [{', '.join(results)}]",
         ])
@@ -450,7 +337,7 @@ class _Renderer:
     def _mask(self, offsets: Index, size: int) -> str | None:
         """In-range lanes of an access: every padded axis it walks, and its own bounds when
         they can leave the buffer (pad and concatenate reads)."""
-        used = _vars(offsets)
+        used = index_vars(offsets)
         parts = [ok for axis in self.axes.values() if axis.var in used
                  for ok in [self._ok(axis)] if ok]
         low, high = offsets.bounds()
@@ -479,7 +366,7 @@ class _Renderer:
         at = self._index_code(offsets)
         masked = f", mask={mask}, other={_literal(0, buffer.dtype)}" if mask else ""
         self.loads[(name, index)] = result = self._assign(
-            f"plgpu.load({name}_ref.at[{at}]{masked})", frozenset(_vars(offsets)))
+            f"plgpu.load({name}_ref.at[{at}]{masked})", frozenset(index_vars(offsets)))
         self._remember(name, offsets, result)  # a later stage reading the same lanes reuses it
         return result
 
@@ -513,7 +400,7 @@ class _Renderer:
         for stored_offsets, value, lanes in self.stored.get(name, ()):
             order = lambda v: lanes[v][0]  # noqa: E731 - the producer's axis position
             varies = sorted(self.varies[value], key=order)
-            for mapping in self._axis_mappings(sorted(_vars(stored_offsets) | set(varies),
+            for mapping in self._axis_mappings(sorted(index_vars(stored_offsets) | set(varies),
                                                       key=order), lanes):
                 renamed = {v: Index.var(w) for v, w in mapping.items()}
                 ours = [self.axes[mapping[v]].position for v in varies]
@@ -556,7 +443,7 @@ class _Renderer:
                 code = self._index_code(index)
                 if expr.dtype not in INDEX_DTYPES:
                     code = f"lax.convert_element_type({code}, {JNP_DTYPES[expr.dtype]})"
-                names[expr] = self._assign(code, frozenset(_vars(index)))
+                names[expr] = self._assign(code, frozenset(index_vars(index)))
             elif expr.op == "convert":
                 operand = names[expr.args[0]]
                 names[expr] = self._assign(f"lax.convert_element_type({operand}, "
@@ -595,7 +482,7 @@ class _Renderer:
             shape = self._shape(set(axes or ()))
             return f"jnp.full({_tuple(shape)}, {index.const}, jnp.int32)"
         text = self._index_text(index)
-        if axes is not None and frozenset(_vars(index)) != axes:
+        if axes is not None and frozenset(index_vars(index)) != axes:
             return f"jnp.broadcast_to({text}, {_tuple(self._shape(set(axes)))})"
         return text
 

@@ -62,7 +62,7 @@ def render_calls(kernel: LoopKernel, parts: list[LoopKernel], sources: list[str]
     """The source of ``kernel``'s function: each part's source, then a function calling the
     parts in order and returning ``kernel``'s outputs."""
     lines = [f"def {kernel.name}({', '.join(b.name for b in kernel.inputs)}):",
-             f"    # one call per stage: they share no grid (no rows, or reads across rows)"]
+             "    # one call per stage: they share no grid (no rows, or reads across rows)"]
     for part in parts:
         results = ", ".join(b.name for b in part.outputs)
         lines.append(f"    {results}, = {part.name}({', '.join(b.name for b in part.inputs)})")
