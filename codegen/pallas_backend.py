@@ -1,12 +1,12 @@
 """The Pallas backend: each fused block lowered to the kernel IR (the same lowering as the C
 backend), rendered as one ``pl.pallas_call`` and run inside the surrounding ``jax.jit``.
 
-On a GPU the call is compiled by Pallas for the device; anywhere else it runs with
-``interpret=True``, which is for correctness, not speed (one grid step with the largest blocks).
-Blocks stay with XLA for the same reasons as in the C backend (GEMMs and convolutions, a lone
-reshape, anything the lowering cannot express), plus anything the renderer cannot spell
-exactly and any kernel Pallas refuses to trace (each is traced once when compiled);
-``explain()`` lists each with its reason.
+On a GPU the call is compiled by Pallas through Triton; anywhere else the same source runs
+with ``interpret=True``, which is for correctness, not speed (one program, the largest tiles).
+Blocks stay with XLA for the same reasons as in the C backend (convolutions, a lone reshape,
+anything the lowering cannot express; GEMMs past the device kind's limit, ``pallas_tuning``),
+plus anything the renderer cannot spell and any kernel Pallas refuses to trace (each is traced
+once when compiled); ``explain()`` lists each with its reason.
 
 Tiles: ``block_points(kernel, device_kind)`` picks the grid points (rows, or the points of a
 one-stage kernel) per program, a power of two. The default is ``default_block``: every point in
@@ -14,8 +14,8 @@ one program when interpreting, otherwise the most points whose tile stays within
 kind's measured budget (``pallas_tuning``), or its default when none was measured. A kernel
 whose stages share no grid and would not fit one program runs one call per stage
 (``pallas_stages``). Pass your own ``block_points`` (or ``tile``) to override these; a
-``block_points`` returning None keeps the default. On a GPU each
-kernel is also compiled when its block is, so one that Triton rejects falls back to XLA too.
+``block_points`` returning None keeps the default. On a GPU each kernel is also compiled when
+its block is, so one that Triton rejects falls back to XLA too.
 
 Example:
     >>> import jax, jax.numpy as jnp, numpy as np
