@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from dnnfusion_jax.cost import node_flops
 from dnnfusion_jax.executable import Kernel
 from dnnfusion_jax.ir import Node, Var
 from dnnfusion_jax.lowering import lower_block
@@ -33,7 +34,7 @@ from dnnfusion_jax.plan import Block
 from .c_render import render_c
 from .compile_cache import build_shared_library
 from .ffi_runtime import call_kernel, kernel_id_for, load_kernel
-from .kernel_blocks import C_GEMM_FLOPS, gemm_flops, kernel_fusible, require_kernel_block
+from .kernel_blocks import C_GEMM_FLOPS, kernel_fusible, require_kernel_block
 
 HOST_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
               "-std=gnu11", "-lm")
@@ -73,7 +74,7 @@ class CBackend:
     @staticmethod
     def gemm_in_kernel(node: Node) -> bool:
         """Small GEMMs (``C_GEMM_FLOPS``) join C kernels; XLA runs the others."""
-        return gemm_flops(node) <= C_GEMM_FLOPS
+        return node_flops(node) <= C_GEMM_FLOPS
 
     def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
         require_kernel_block(block, self.gemm_in_kernel)

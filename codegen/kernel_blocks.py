@@ -21,7 +21,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from dnnfusion_jax.depthwise import depthwise_reason
@@ -45,14 +44,6 @@ C_GEMM_FLOPS = 1 << 20
 stay with XLA's GEMM. Measured on the 2-core EPYC (2026-11-21): EfficientNet-B0, whose
 squeeze-excite GEMMs are 0.01-0.1 MFLOP, went from 12.2 ms to 11.2-11.7 ms (limits of 0.25, 1
 and 4 MFLOP alike)."""
-
-
-def gemm_flops(node: Node) -> int:
-    """2 × output elements × contracted size of a dot_general."""
-    lhs = node.inputs[0]
-    (lhs_contract, _), _ = node.params["dimension_numbers"]
-    depth = math.prod(lhs.shape[d] for d in lhs_contract)
-    return 2 * math.prod(node.out.shape) * depth
 
 
 GemmPolicy = Callable[[Node], bool]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dnnfusion_jax.guarded_loads import index_vars
 from dnnfusion_jax.kernel_ir import Index, LoopKernel, LoopVar, Stage, expr_nodes
 
 
@@ -119,11 +120,3 @@ def _row_local(rows: tuple[LoopVar, ...], index: Index, size: int) -> Index | No
     local_index = Index(tuple(local), index.const)
     low, high = local_index.bounds()
     return local_index if 0 <= low and high < size else None
-
-
-def index_vars(index: Index) -> set[LoopVar]:
-    """The loop variables ``index`` reads, inside divisions and digits too."""
-    found: set[LoopVar] = set()
-    for atom, _ in index.terms:
-        found |= {atom} if isinstance(atom, LoopVar) else index_vars(atom.index)
-    return found

@@ -54,7 +54,9 @@ from typing import Any
 from dnnfusion_jax.kernel_ir import (Div, Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes,
                                      render_expr)
 
-from .pallas_grid import grid_shape, index_vars, next_power_of_two
+from dnnfusion_jax.guarded_loads import index_vars
+
+from .pallas_grid import grid_shape, next_power_of_two
 
 PALLAS_OPS = {
     # kernel IR operation → spelling; {0} {1} {2} are operands (arrays or scalars)

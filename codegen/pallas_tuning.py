@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from dnnfusion_jax.cost import node_flops
 from dnnfusion_jax.ir import Node
 
 
@@ -71,13 +72,12 @@ def gemm_in_kernel(node: Node, device_kind: str, interpret: bool, tile: int | No
     """Whether a Pallas kernel takes this dot_general (with what is fused around it): within
     ``limit`` FLOPs (default: the device kind's measured limit, ``INTERPRET_GEMM_FLOPS`` in
     interpret mode), and its contracted × output-column panel fits one program's ``tile``."""
-    from .kernel_blocks import gemm_flops
     lhs, rhs = node.inputs
     (lhs_contract, rhs_contract), (_, rhs_batch) = node.params["dimension_numbers"]
     depth = math.prod(lhs.shape[d] for d in lhs_contract)
     columns = math.prod(e for d, e in enumerate(rhs.shape)
                         if d not in rhs_contract and d not in rhs_batch)
-    flops = gemm_flops(node)
+    flops = node_flops(node)
     if limit is None:
         limit = INTERPRET_GEMM_FLOPS if interpret else settings(device_kind).gemm_flops
     panel = (1 << max(depth - 1, 0).bit_length()) * (1 << max(columns - 1, 0).bit_length())

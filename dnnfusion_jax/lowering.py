@@ -489,10 +489,7 @@ class _BlockLowering:
 
     def _lower_convert_element_type(self, node: Node, index: list[Index]) -> Expr:
         (operand,) = self._operands(node, index)
-        dtype = kernel_dtype(node.out)
-        if operand.dtype == dtype:
-            return operand
-        return Expr("convert", (operand,), dtype, (operand.dtype,))
+        return self._converted(operand, kernel_dtype(node.out))
 
     def _lower_square(self, node: Node, index: list[Index]) -> Expr:
         (x,) = self._operands(node, index)
