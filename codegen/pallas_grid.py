@@ -56,13 +56,13 @@ def grid_shape(kernel: LoopKernel) -> GridShape:
 
 def _stage_elements(stage: Stage, rows: tuple[LoopVar, ...]) -> int:
     """Tile elements a stage holds per grid point: its kept × reduced lanes, or for a GEMM
-    (``_Renderer._contraction``) a row of each operand, the other's panel being shared by
+    (``pallas_render``: one ``tl.dot``) a row of each operand, the other's panel being shared by
     every point of the program."""
     kept, reduced = _padded(stage.loops), _padded(stage.reduce_loops)
-    return kept + reduced if _is_contraction(stage, rows) else kept * reduced
+    return kept + reduced if is_contraction(stage, rows) else kept * reduced
 
 
-def _is_contraction(stage: Stage, rows: tuple[LoopVar, ...]) -> bool:
+def is_contraction(stage: Stage, rows: tuple[LoopVar, ...]) -> bool:
     """``sum over reduced of x * y``, x reading no kept loop and y no row."""
     if (stage.kind != "reduce" or stage.combiner != "add" or stage.caches
             or stage.value.op != "mul" or not stage.loops or not stage.reduce_loops):

@@ -51,12 +51,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dnnfusion_jax.kernel_ir import (Div, Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes,
-                                     render_expr)
+from dnnfusion_jax.kernel_ir import (Buffer, Div, Expr, Index, LoopKernel, LoopVar, Stage,
+                                     expr_nodes, render_expr)
 
 from dnnfusion_jax.guarded_loads import index_vars
 
-from .pallas_grid import grid_shape, next_power_of_two
+from .pallas_grid import grid_shape, is_contraction, next_power_of_two
 
 PALLAS_OPS = {
     # kernel IR operation → spelling; {0} {1} {2} are operands (arrays or scalars)
@@ -106,7 +106,18 @@ def render_pallas(kernel: LoopKernel, block: int | None = None) -> str:
     """Python source defining ``<name>_body`` (the kernel) and ``<name>(*inputs) -> outputs``
     (the ``pl.pallas_call``). ``block``: grid points per program, a power of two (default:
     every point in one program, interpret mode's choice)."""
-    return _Renderer(kernel, block).render()
+    first = _Renderer(kernel, block)
+    first.render()  # finds what later stages read back from memory; the second pass knows it
+    return _Renderer(kernel, block, first.memory()).render()
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """What a first pass found: the temporaries some stage reads back from memory (the others
+    need no scratch and no store), and the stages that read back (they wait on BARRIER())."""
+
+    read_back: frozenset[str]
+    barriers: frozenset[int]
 
 
 @dataclass
@@ -120,8 +131,10 @@ class _Axis:
 
 
 class _Renderer:
-    def __init__(self, kernel: LoopKernel, block: int | None) -> None:
+    def __init__(self, kernel: LoopKernel, block: int | None,
+                 memory: _Memory | None = None) -> None:
         self.kernel = kernel
+        self.known = memory  # None: the first pass, which stores every temporary
         for buffer in (*kernel.inputs, *kernel.outputs, *kernel.temps):
             if buffer.size == 0 or buffer.size >= 2 ** 31:
                 raise Unrenderable(f"buffer {buffer.name} has {buffer.size} elements")
@@ -145,8 +158,10 @@ class _Renderer:
         self.count = 0
         self.written: set[str] = set()  # buffers stored by earlier stages
         self.read_back: set[str] = set()  # of those, the ones a later stage loads from memory
+        self.barriers: set[int] = set()  # the stages that load them
         self.stored: dict[str, list[tuple[Index, str, dict]]] = {}  # buffer → values held
-        self.store_lines: dict[str, list[int]] = {}  # temp → its store lines (dropped if unread)
+        in_memory = memory.read_back if memory else {t.name for t in kernel.temps}
+        self.scratch = [t for t in kernel.temps if t.name in in_memory]
         self.varies: dict[str, frozenset[LoopVar]] = {}  # value name → axes it varies along
 
     # -- source ---------------------------------------------------------------------------
@@ -160,22 +175,20 @@ class _Renderer:
 
     def render(self) -> str:
         k = self.kernel
-        self.lines.append("")  # the signature, once the temporaries kept in memory are known
+        refs = [f"{b.name}_ref" for b in (*k.inputs, *k.outputs, *self.scratch)]
+        self.lines.append(f"def {k.name}_body({', '.join(refs)}):")
         for position, stage in enumerate(k.stages):
             self._stage(position, stage)
-        self.scratch = [t for t in k.temps if t.name in self.read_back]
-        unread = {n for t in k.temps if t not in self.scratch
-                  for n in self.store_lines.get(t.name, ())}
-        self.lines = [line for n, line in enumerate(self.lines) if n not in unread]
-        refs = [f"{b.name}_ref" for b in (*k.inputs, *k.outputs, *self.scratch)]
-        self.lines[0] = f"def {k.name}_body({', '.join(refs)}):"
         return "\n".join(self.lines) + "\n\n\n" + self._call() + "\n"
+
+    def memory(self) -> _Memory:
+        return _Memory(frozenset(self.read_back), frozenset(self.barriers))
 
     def _call(self) -> str:
         k = self.kernel
         spec = "pl.BlockSpec(({},), lambda g: (0,))"  # whole and flat: offsets are global
         in_specs = [spec.format(b.size) for b in k.inputs]
-        slots = [(t, self._slots(t.size)) for t in self.scratch]
+        slots = [(t, self._argument_size(t)) for t in self.scratch]
         out_specs = [spec.format(b.size) for b in k.outputs] + [spec.format(n) for _, n in slots]
         out_shapes = [f"jax.ShapeDtypeStruct(({b.size},), {JNP_DTYPES[b.dtype]})"
                       for b in k.outputs]
@@ -206,9 +219,12 @@ class _Renderer:
         elements = self.block * self.grid.point_elements
         return 4 if elements <= 2048 else 8 if elements <= 8192 else 16
 
-    def _slots(self, size: int) -> int:
-        """Elements of a temporary's scratch: one slot of ``size`` per grid point."""
-        return size * (self.grid.points if self.kernel.rows else 1)
+    def _argument_size(self, buffer: Buffer) -> int:
+        """Elements of ``buffer``'s flat argument; a temporary's scratch has one slot of its
+        size per grid point."""
+        if buffer.role != "temp":
+            return buffer.size
+        return buffer.size * (self.grid.points if self.kernel.rows else 1)
 
     # -- stages -----------------------------------------------------------------------------
     def _stage(self, position: int, stage: Stage) -> None:
@@ -218,7 +234,9 @@ class _Renderer:
         where = ", ".join((["rows"] if self.kernel.rows else [])
                           + [f"{v}<{v.extent}" for v in stage.loops])
         self.emit(_comment(head + render_expr(stage.value), f"  for {where or '()'}"))
-        start, self.reads_back = len(self.lines), False
+        self.position = position
+        if self.known and position in self.known.barriers:
+            self.emit("BARRIER()  # what earlier stages stored is read below")
         self._open_axes(position, stage)
         value = self._contraction(stage)
         if value is None:
@@ -229,10 +247,6 @@ class _Renderer:
                 value = self._reduce(stage, value)
         self._store(stage.target, stage.index, value,
                     frozenset(a for a in self.axes if a != self.reduced))
-        if self.reads_back:
-            self.lines.insert(start, "    BARRIER()  # what earlier stages stored is read below")
-            for lines in self.store_lines.values():
-                lines[:] = [n + (n >= start) for n in lines]
 
     def _contraction(self, stage: Stage) -> str | None:
         """A GEMM stage (``sum over j of x[rows, j] * y[k, j]``, from a dot_general) as one
@@ -242,10 +256,9 @@ class _Renderer:
         default would round inputs to TF32. Padded lanes of ``j`` are zeroed in both tiles
         (a masked load reads 0, but a prologue may turn 0 into inf, and inf * 0 is NaN)."""
         value = stage.value
-        if (stage.kind != "reduce" or stage.combiner != "add" or stage.caches
-                or value.op != "mul" or self.reduced is None or len(self.axes) != 3):
+        if not is_contraction(stage, self.kernel.rows):
             return None
-        row, kept, reduced = (self.axes[v] for v in self.axes)
+        row, kept, reduced = self.axes.values()  # a contraction has kept and reduced loops
         if min(row.size, kept.size, reduced.size) < 16:
             return None
         x, y = self._values(list(value.args))
@@ -362,9 +375,8 @@ class _Renderer:
             return kept
         if name in self.written:
             self.read_back.add(name)
-            self.reads_back = True
-        mask = self._mask(offsets, self._slots(buffer.size) if buffer.role == "temp"
-                          else buffer.size)
+            self.barriers.add(self.position)
+        mask = self._mask(offsets, self._argument_size(buffer))
         at = self._index_code(offsets)
         masked = f", mask={mask}, other={_literal(0, buffer.dtype)}" if mask else ""
         self.loads[(name, index)] = result = self._assign(
@@ -377,13 +389,12 @@ class _Renderer:
         all of them)."""
         buffer = self.kernel.buffer(name)
         offsets = self._offsets(name, index)
-        mask = self._mask(offsets, self._slots(buffer.size) if buffer.role == "temp"
-                          else buffer.size)
+        mask = self._mask(offsets, self._argument_size(buffer))
         at = self._index_code(offsets, axes)
         masked = f", mask={mask}" if mask else ""
-        if buffer.role == "temp":
-            self.store_lines.setdefault(name, []).append(len(self.lines))
-        self.emit(f"plgpu.store({name}_ref.at[{at}], {self._broadcast(value, axes)}{masked})")
+        if buffer.role != "temp" or buffer in self.scratch:  # else read from registers only
+            self.emit(f"plgpu.store({name}_ref.at[{at}], {self._broadcast(value, axes)}"
+                      f"{masked})")
         self.written.add(name)
         self._remember(name, offsets, value)
 
