@@ -98,9 +98,7 @@ class GemmInKernel(PallasBackend):
     """The Pallas backend taking every GEMM whose panel fits a program into its kernel."""
 
     def gemm_in_kernel(self, node) -> bool:
-        kind = jax.devices()[0].device_kind
-        return pallas_tuning.gemm_in_kernel(node, kind, self.interpret, self.tile_for(kind),
-                                            limit=1 << 62)
+        return pallas_tuning.gemm_in_kernel(node, 1 << 62, self.tile_for())
 
 
 def traffic_bytes(fn, inputs) -> int:

@@ -31,6 +31,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -53,7 +54,7 @@ from .kernel_blocks import kernel_fusible, require_kernel_block
 from .pallas_grid import GridShape, grid_shape, next_power_of_two
 from .pallas_render import Unrenderable, render_pallas
 from .pallas_stages import render_calls, split_stages
-from .pallas_tuning import gemm_in_kernel, tile_elements
+from .pallas_tuning import INTERPRET_GEMM_FLOPS, Settings, gemm_in_kernel, settings
 
 GPU_MAX_TILE_ELEMENTS = 1 << 16
 """Largest tile one program may hold (a row of 64K floats: 16 warps, 128 registers a thread);
@@ -136,21 +137,27 @@ class PallasBackend:
         """Why ``node`` may not join a Pallas kernel with others (None: it may)."""
         return kernel_fusible(node, self.gemm_in_kernel)
 
+    @functools.cached_property
+    def device(self) -> tuple[str, Settings]:
+        """The default device's kind and its settings (``pallas_tuning``), read once: the
+        planner asks about every node."""
+        kind = jax.devices()[0].device_kind
+        return kind, settings(kind)
+
     def gemm_in_kernel(self, node: Node) -> bool:
         """Whether this dot_general runs inside a Pallas kernel (``pallas_tuning``)."""
-        kind = jax.devices()[0].device_kind
-        return gemm_in_kernel(node, kind, self.interpret, self.tile_for(kind))
+        limit = INTERPRET_GEMM_FLOPS if self.interpret else self.device[1].gemm_flops
+        return gemm_in_kernel(node, limit, self.tile_for())
 
-    def tile_for(self, device_kind: str) -> int | None:
-        """Elements one program may hold on ``device_kind`` (None: unbounded, interpreted)."""
-        return self.tile or (None if self.interpret else tile_elements(device_kind))
+    def tile_for(self) -> int | None:
+        """Elements one program may hold (None: unbounded, interpreted)."""
+        return self.tile or (None if self.interpret else self.device[1].tile_elements)
 
     def source(self, block: Block, constants: Mapping[Var, Any] = {}) -> tuple[str, LoopKernel]:
         """(Python source, loop kernel) of ``block``; raises UnsupportedBlock."""
         require_kernel_block(block, self.gemm_in_kernel)
         loop_kernel = lower_block(block, constants, name=kernel_name(block))
-        device_kind = jax.devices()[0].device_kind
-        tile = self.tile_for(device_kind)
+        device_kind, tile = self.device[0], self.tile_for()
         try:
             if tile and needs_split(loop_kernel, tile):
                 parts = split_stages(loop_kernel)

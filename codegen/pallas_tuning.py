@@ -23,6 +23,8 @@ from pathlib import Path
 from dnnfusion_jax.cost import node_flops
 from dnnfusion_jax.ir import Node
 
+from .pallas_grid import next_power_of_two
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -67,21 +69,17 @@ def tile_elements(device_kind: str) -> int:
     return settings(device_kind).tile_elements
 
 
-def gemm_in_kernel(node: Node, device_kind: str, interpret: bool, tile: int | None,
-                   limit: int | None = None) -> bool:
-    """Whether a Pallas kernel takes this dot_general (with what is fused around it): within
-    ``limit`` FLOPs (default: the device kind's measured limit, ``INTERPRET_GEMM_FLOPS`` in
-    interpret mode), and its contracted × output-column panel fits one program's ``tile``."""
+def gemm_in_kernel(node: Node, limit: int, tile: int | None) -> bool:
+    """Whether a Pallas kernel takes this dot_general (with what is fused around it): at most
+    ``limit`` FLOPs (a device kind's ``gemm_flops``, ``INTERPRET_GEMM_FLOPS`` interpreted), and
+    its contracted × output-column panel fits one program's ``tile``."""
     lhs, rhs = node.inputs
     (lhs_contract, rhs_contract), (_, rhs_batch) = node.params["dimension_numbers"]
     depth = math.prod(lhs.shape[d] for d in lhs_contract)
     columns = math.prod(e for d, e in enumerate(rhs.shape)
                         if d not in rhs_contract and d not in rhs_batch)
-    flops = node_flops(node)
-    if limit is None:
-        limit = INTERPRET_GEMM_FLOPS if interpret else settings(device_kind).gemm_flops
-    panel = (1 << max(depth - 1, 0).bit_length()) * (1 << max(columns - 1, 0).bit_length())
-    return flops <= limit and (tile is None or panel <= tile)
+    panel = next_power_of_two(depth) * next_power_of_two(columns)
+    return node_flops(node) <= limit and (tile is None or panel <= tile)
 
 
 def record(device_kind: str, **values: int) -> Path:
