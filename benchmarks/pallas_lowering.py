@@ -21,8 +21,7 @@ import time
 import jax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from codegen.pallas_backend import PallasBackend, build_kernel, lower_for_cuda  # noqa: E402
-from dnnfusion_jax.dnnfusion_planner import DnnFusionPlanner  # noqa: E402
+from codegen.pallas_backend import cuda_lowerings  # noqa: E402
 from dnnfusion_jax.executable import UnsupportedBlock  # noqa: E402
 from dnnfusion_jax.trace import trace_function  # noqa: E402
 
@@ -34,24 +33,17 @@ ZOO = ["albert", "bert", "c3d", "distilbert", "efficientnet_b0", "faster_rcnn", 
 def probe(name: str) -> tuple[int, int, collections.Counter, collections.Counter]:
     """(kernels lowered, Pallas kernels, failures by message, XLA blocks by reason)."""
     fn, args = importlib.import_module(f"examples.{name}").example()
-    graph = trace_function(fn, list(args)).graph
-    backend = PallasBackend(interpret=False)
     lowered = total = 0
     failures, refused = collections.Counter(), collections.Counter()
-    for block in DnnFusionPlanner(fusible=backend.fusible).plan(graph).blocks:
-        try:
-            source, kernel = backend.source(block, graph.constants)
-        except UnsupportedBlock as why:
-            refused[str(why).split(":")[0][:60]] += 1
+    for _, outcome in cuda_lowerings(trace_function(fn, list(args)).graph):
+        if isinstance(outcome, UnsupportedBlock):
+            refused[str(outcome).split(":")[0][:60]] += 1
             continue
         total += 1
-        call = build_kernel(source, kernel.name, interpret=False)
-        avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in kernel.notes["input_vars"]]
-        try:
-            lower_for_cuda(call, avals)
+        if isinstance(outcome, Exception):
+            failures[f"{type(outcome).__name__}: {str(outcome).splitlines()[0][:120]}"] += 1
+        else:
             lowered += 1
-        except Exception as error:  # noqa: BLE001 - the message is the finding
-            failures[f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"] += 1
     return lowered, total, failures, refused
 
 

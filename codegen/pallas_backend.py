@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -44,7 +44,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from dnnfusion_jax.executable import Kernel, UnsupportedBlock
-from dnnfusion_jax.ir import Node, Var
+from dnnfusion_jax.ir import Graph, Node, Var
 from dnnfusion_jax.kernel_ir import LoopKernel
 from dnnfusion_jax.lowering import lower_block
 from dnnfusion_jax.plan import Block
@@ -120,6 +120,27 @@ def lower_for_cuda(call: Callable[..., Any], avals: Sequence[jax.ShapeDtypeStruc
     arrays, primitives with a Triton lowering) checked without one. Returns the StableHLO
     text; raises what the lowering raises."""
     return jax.jit(call).trace(*avals).lower(lowering_platforms=("cuda",)).as_text()
+
+
+def cuda_lowerings(graph: Graph) -> Iterator[tuple[Block, str | Exception]]:
+    """Every block of ``graph``'s plan as a GPU would get it (its default tiles, settings of
+    the default device's kind), lowered for CUDA through Triton on this machine: with the
+    StableHLO text, the ``UnsupportedBlock`` saying why it stays with XLA, or the error the
+    lowering raised."""
+    from dnnfusion_jax.dnnfusion_planner import DnnFusionPlanner
+    backend = PallasBackend(interpret=False)
+    for block in DnnFusionPlanner(fusible=backend.fusible).plan(graph).blocks:
+        try:
+            source, kernel = backend.source(block, graph.constants)
+        except UnsupportedBlock as why:
+            yield block, why
+            continue
+        call = build_kernel(source, kernel.name, interpret=False)
+        avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in kernel.notes["input_vars"]]
+        try:
+            yield block, lower_for_cuda(call, avals)
+        except Exception as error:  # noqa: BLE001 - the caller reports what failed
+            yield block, error
 
 
 class PallasBackend:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import dnnfusion_jax as dnnfusion
 from codegen import pallas_tuning
-from codegen.pallas_backend import PallasBackend, build_kernel, lower_for_cuda
+from codegen.pallas_backend import PallasBackend, cuda_lowerings
 from dnnfusion_jax import options
 from dnnfusion_jax.dnnfusion_planner import DnnFusionPlanner
 from dnnfusion_jax.executable import UnsupportedBlock
@@ -305,31 +305,18 @@ def test_auto_is_c_on_cpu_and_pallas_on_gpu(monkeypatch):
 # (e) the GPU's rules, without a GPU: every kernel lowered for CUDA through Triton
 # --------------------------------------------------------------------------------------------
 
-def _gpu_kernels(fn, args):
-    """(name, kernel built for a GPU, input avals) of every Pallas block of ``fn``'s plan, with
-    the GPU's default tiles."""
-    graph = trace_function(fn, list(args)).graph
-    backend = PallasBackend(interpret=False)
-    for block in DnnFusionPlanner(fusible=backend.fusible).plan(graph).blocks:
-        try:
-            source, kernel = backend.source(block, graph.constants)
-        except UnsupportedBlock:
-            continue  # stays with XLA on every backend (GEMMs, convolutions, ...)
-        avals = [jax.ShapeDtypeStruct(block.inputs[block.inputs.index(v)].shape, v.dtype)
-                 for v in kernel.notes["input_vars"]]
-        yield kernel.name, build_kernel(source, kernel.name, interpret=False), avals
-
-
 def _lowering_failures(cases):
     failures = []
     for case, (fn, args) in cases.items():
-        for name, call, avals in _gpu_kernels(fn, args):
-            try:
-                text = lower_for_cuda(call, avals)
-            except Exception as error:  # noqa: BLE001 - the message is the finding
-                failures.append(f"{case}/{name}: {type(error).__name__}: {str(error)[:300]}")
+        graph = trace_function(fn, list(args)).graph
+        for block, outcome in cuda_lowerings(graph):
+            if isinstance(outcome, UnsupportedBlock):
+                continue  # stays with XLA on every backend (convolutions, big GEMMs, ...)
+            if isinstance(outcome, Exception):
+                failures.append(f"{case}/block{block.id}: {type(outcome).__name__}: "
+                                f"{str(outcome)[:300]}")
                 continue
-            assert "__gpu$xla.gpu.triton" in text, f"{case}/{name} is no Triton call"
+            assert "__gpu$xla.gpu.triton" in outcome, f"{case}/block{block.id} is no Triton call"
     return failures
 
 
