@@ -27,6 +27,7 @@ import numpy as np
 
 from dnnfusion_jax.cost import node_flops
 from dnnfusion_jax.executable import Kernel
+from dnnfusion_jax.gemm_profitability import GemmPolicy
 from dnnfusion_jax.ir import Node, Var
 from dnnfusion_jax.lowering import lower_block
 from dnnfusion_jax.plan import Block
@@ -67,13 +68,21 @@ class CBackend:
         self.compiler = compiler
         self.flags = tuple(flags)
 
+    gemm_choice: GemmPolicy | None = None
+    """Which GEMMs are worth running in C kernels; None: those up to ``C_GEMM_FLOPS``.
+    ``profile=True`` sets a measured one (``gemm_profitability``)."""
+
     def fusible(self, node: Node) -> str | None:
         """Why ``node`` may not join a C kernel with others (None: it may)."""
         return kernel_fusible(node, self.gemm_in_kernel)
 
+    def gemm_in_kernel(self, node: Node) -> bool:
+        """Whether this dot_general joins a C kernel (any GEMM can: the question is speed)."""
+        return (self.gemm_choice or self.unmeasured_gemm_choice)(node)
+
     @staticmethod
-    def gemm_in_kernel(node: Node) -> bool:
-        """Small GEMMs (``C_GEMM_FLOPS``) join C kernels; XLA runs the others."""
+    def unmeasured_gemm_choice(node: Node) -> bool:
+        """GEMMs up to ``C_GEMM_FLOPS`` are worth a C kernel."""
         return node_flops(node) <= C_GEMM_FLOPS
 
     def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:

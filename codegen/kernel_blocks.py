@@ -1,11 +1,13 @@
 """Which blocks a kernel backend (C, Pallas) takes, and which it leaves to XLA: one policy for
 every backend that renders the kernel IR, so they fall back for the same reasons.
 
-Left to XLA: GEMMs and dense or grouped convolutions (``XLA_PREFERRED``: its are fast; we fuse
-around them; a backend may take a GEMM into its kernel through a ``GemmPolicy``: C takes
-those up to ``C_GEMM_FLOPS``, Pallas what ``pallas_tuning`` measured for the device kind; depthwise convolutions are ours, see ``dnnfusion_jax/depthwise.py``), a block of
-reshapes alone (a free bitcast in XLA), and what the lowering cannot express
-(``lowering.unsupported_reason``).
+Left to XLA: GEMMs and dense or grouped convolutions (``XLA_PREFERRED``: XLA's are fast, so
+we fuse around them), a block of reshapes alone (a free bitcast in XLA), and what the lowering
+cannot express (``lowering.unsupported_reason``). Depthwise convolutions are ours
+(``dnnfusion_jax/depthwise.py``). A backend may take a GEMM into its kernel through a
+``GemmPolicy``: C takes those up to ``C_GEMM_FLOPS``, Pallas those up to its device kind's
+limit (``pallas_tuning``); with ``profile=True`` either takes those it timed no slower than
+XLA's GEMM (``dnnfusion_jax/gemm_profitability.py``).
 
 Example:
     >>> import jax.numpy as jnp
@@ -21,10 +23,9 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from dnnfusion_jax.depthwise import depthwise_reason
 from dnnfusion_jax.executable import UnsupportedBlock
+from dnnfusion_jax.gemm_profitability import GemmPolicy
 from dnnfusion_jax.ir import Node
 from dnnfusion_jax.lowering import unsupported_reason
 from dnnfusion_jax.plan import Block
@@ -44,11 +45,6 @@ C_GEMM_FLOPS = 1 << 20
 stay with XLA's GEMM. Measured on the 2-core EPYC (2026-11-21): EfficientNet-B0, whose
 squeeze-excite GEMMs are 0.01-0.1 MFLOP, went from 12.2 ms to 11.2-11.7 ms (limits of 0.25, 1
 and 4 MFLOP alike)."""
-
-
-GemmPolicy = Callable[[Node], bool]
-"""Whether a backend runs this dot_general inside its kernel (with its prologue and epilogue)
-rather than leaving it to XLA's GEMM."""
 
 
 def xla_preferred(node: Node, gemm_in_kernel: GemmPolicy | None = None) -> str | None:

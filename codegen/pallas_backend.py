@@ -4,7 +4,8 @@ backend), rendered as one ``pl.pallas_call`` and run inside the surrounding ``ja
 On a GPU the call is compiled by Pallas through Triton; anywhere else the same source runs
 with ``interpret=True``, which is for correctness, not speed (one program, the largest tiles).
 Blocks stay with XLA for the same reasons as in the C backend (convolutions, a lone reshape,
-anything the lowering cannot express; GEMMs past the device kind's limit, ``pallas_tuning``),
+anything the lowering cannot express; GEMMs past the device kind's limit, ``pallas_tuning``,
+or timed slower than XLA's with ``profile=True``),
 plus anything the renderer cannot spell and any kernel Pallas refuses to trace (each is traced
 once when compiled); ``explain()`` lists each with its reason.
 
@@ -44,6 +45,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from dnnfusion_jax.executable import Kernel, UnsupportedBlock
+from dnnfusion_jax.gemm_profitability import GemmPolicy
 from dnnfusion_jax.ir import Graph, Node, Var
 from dnnfusion_jax.kernel_ir import LoopKernel
 from dnnfusion_jax.lowering import lower_block
@@ -54,7 +56,7 @@ from .kernel_blocks import kernel_fusible, require_kernel_block
 from .pallas_grid import GridShape, grid_shape, next_power_of_two
 from .pallas_render import Unrenderable, render_pallas
 from .pallas_stages import render_calls, split_stages
-from .pallas_tuning import INTERPRET_GEMM_FLOPS, Settings, gemm_in_kernel, settings
+from .pallas_tuning import INTERPRET_GEMM_FLOPS, Settings, gemm_fits, gemm_within, settings
 
 GPU_MAX_TILE_ELEMENTS = 1 << 16
 """Largest tile one program may hold (a row of 64K floats: 16 warps, 128 registers a thread);
@@ -148,6 +150,11 @@ class PallasBackend:
 
     name = "pallas"
 
+    gemm_choice: GemmPolicy | None = None
+    """Which GEMMs that fit a program are worth running in Pallas kernels; None: those up to
+    the device kind's ``gemm_flops``. ``profile=True`` sets a measured one
+    (``gemm_profitability``)."""
+
     def __init__(self, interpret: bool | None = None, block_points: BlockPoints | None = None,
                  tile: int | None = None):
         self.interpret = interpreting() if interpret is None else interpret
@@ -165,10 +172,22 @@ class PallasBackend:
         kind = jax.devices()[0].device_kind
         return kind, settings(kind)
 
+    @property
+    def device_kind(self) -> str | None:
+        """The GPU's kind, the key of its measurements; None interpreted (this CPU's)."""
+        return None if self.interpret else self.device[0]
+
     def gemm_in_kernel(self, node: Node) -> bool:
-        """Whether this dot_general runs inside a Pallas kernel (``pallas_tuning``)."""
-        limit = INTERPRET_GEMM_FLOPS if self.interpret else self.device[1].gemm_flops
-        return gemm_in_kernel(node, limit, self.tile_for())
+        """Whether this dot_general runs inside a Pallas kernel: it fits a program (legality)
+        and is worth it (``gemm_choice``)."""
+        return (gemm_fits(node, self.tile_for())
+                and (self.gemm_choice or self.unmeasured_gemm_choice)(node))
+
+    def unmeasured_gemm_choice(self, node: Node) -> bool:
+        """GEMMs up to the device kind's ``gemm_flops`` (``INTERPRET_GEMM_FLOPS``
+        interpreted) are worth a Pallas kernel."""
+        return gemm_within(node, INTERPRET_GEMM_FLOPS if self.interpret
+                           else self.device[1].gemm_flops)
 
     def tile_for(self) -> int | None:
         """Elements one program may hold (None: unbounded, interpreted)."""

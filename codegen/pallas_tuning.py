@@ -69,17 +69,21 @@ def tile_elements(device_kind: str) -> int:
     return settings(device_kind).tile_elements
 
 
-def gemm_in_kernel(node: Node, limit: int, tile: int | None) -> bool:
-    """Whether a Pallas kernel takes this dot_general (with what is fused around it): at most
-    ``limit`` FLOPs (a device kind's ``gemm_flops``, ``INTERPRET_GEMM_FLOPS`` interpreted), and
-    its contracted × output-column panel fits one program's ``tile``."""
+def gemm_fits(node: Node, tile: int | None) -> bool:
+    """Whether a Pallas program's ``tile`` (None: unbounded) holds this dot_general's
+    contracted × output-column panel, padded to powers of two."""
     lhs, rhs = node.inputs
     (lhs_contract, rhs_contract), (_, rhs_batch) = node.params["dimension_numbers"]
     depth = math.prod(lhs.shape[d] for d in lhs_contract)
     columns = math.prod(e for d, e in enumerate(rhs.shape)
                         if d not in rhs_contract and d not in rhs_batch)
-    panel = next_power_of_two(depth) * next_power_of_two(columns)
-    return node_flops(node) <= limit and (tile is None or panel <= tile)
+    return tile is None or next_power_of_two(depth) * next_power_of_two(columns) <= tile
+
+
+def gemm_within(node: Node, limit: int) -> bool:
+    """Whether this dot_general has at most ``limit`` FLOPs (a device kind's ``gemm_flops``,
+    ``INTERPRET_GEMM_FLOPS`` interpreted): the unmeasured answer to "worth a kernel?"."""
+    return node_flops(node) <= limit
 
 
 def record(device_kind: str, **values: int) -> Path:

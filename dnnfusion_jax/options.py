@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
@@ -25,6 +25,9 @@ from .executable import Backend
 from .greedy_planner import GreedyPlanner
 from .plan import Planner
 from .unfused_planner import UnfusedPlanner
+
+if TYPE_CHECKING:
+    from .profitability import ProfilingDatabase
 
 
 def _xla_backend() -> Backend:
@@ -51,12 +54,30 @@ def _dnnfusion_planner(backend: Backend, options: "Options") -> Planner:
     from .dnnfusion_planner import DnnFusionPlanner
     profitability = None
     if options.profile:
-        from .profitability import MeasuredProfitability, ProfilingDatabase, machine_key
-        from codegen.compile_cache import default_cache_dir
-        database = ProfilingDatabase(default_cache_dir() / f"profile-{machine_key()}.json")
+        from .profitability import MeasuredProfitability
+        database = profiling_database(backend)
         profitability = lambda graph: MeasuredProfitability(graph, backend, database)  # noqa: E731
+        _measure_gemms(backend, database)
     return DnnFusionPlanner(fusible=getattr(backend, "fusible", None),
                             profitability=profitability)
+
+
+def profiling_database(backend: Backend) -> ProfilingDatabase:
+    """The database of timings on ``backend``'s device, next to the compile cache."""
+    import re
+    from codegen.compile_cache import default_cache_dir
+    from .profitability import ProfilingDatabase, device_key
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_key(backend))
+    return ProfilingDatabase(default_cache_dir() / f"profile-{name}.json")
+
+
+def _measure_gemms(backend: Backend, database: ProfilingDatabase) -> None:
+    """Lets a backend that renders GEMMs take those it timed no slower than XLA's."""
+    if not hasattr(backend, "gemm_choice"):
+        return
+    from .gemm_profitability import MeasuredGemmChoice
+    backend.gemm_choice = MeasuredGemmChoice(backend, _xla_backend(), database,
+                                             fallback=backend.unmeasured_gemm_choice)
 
 
 PLANNERS: dict[str, Callable[[Backend, "Options"], Planner]] = {
@@ -75,8 +96,9 @@ class Options:
 
     backend:  "auto", or a name in BACKENDS.
     planner:  a name in PLANNERS.
-    profile:  settle the planner's YELLOW decisions by timing kernels on this machine (kept in
-              a profiling database next to the compile cache) instead of the cost model.
+    profile:  settle the planner's YELLOW decisions, and which GEMMs run inside kernels, by
+              timing kernels on this device (kept in a profiling database next to the
+              compile cache) instead of the cost model and FLOP limits.
     rewrite:  simplify, then rewrite by algebra in an e-graph, before planning.
     rules:    the e-graph's rules: None (the library's defaults), a Rule, a path to a rule
               file, "default", or a tuple of those (``("default", my_rule)`` adds to the

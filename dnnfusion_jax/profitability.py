@@ -6,9 +6,10 @@ Two answers, kept apart from legality:
   FLOPs, counting elementwise work again for every reduction stage that re-reads it (the
   lowering recomputes instead of storing). It needs no compiler, so it is the default.
 * ``MeasuredProfitability`` compiles the three candidate blocks with the real backend, times
-  them, and keeps the figures in a ``ProfilingDatabase`` (a JSON file per machine under the
-  compile cache) keyed by each block's shape signature; it measures only on a miss and, past
-  its budget of measurements per plan, answers with the cost model.
+  them, and keeps the figures in a ``ProfilingDatabase`` (a JSON file per device under the
+  compile cache) keyed by device, backend and each block's shape signature; it measures only
+  on a miss and, past its budget of measurements per plan, answers with the cost model. The
+  same database settles which GEMMs run inside kernels (``gemm_profitability``).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -104,6 +105,16 @@ def machine_key() -> str:
     return f"{platform.machine()}-{platform.processor() or 'cpu'}-{os.cpu_count()}"
 
 
+def device_key(backend: Any) -> str:
+    """Names the device ``backend``'s kernels run on: its ``device_kind`` where it has one (a
+    GPU's, e.g. "NVIDIA H200"), else this machine's CPU (``machine_key``).
+
+    >>> device_key(object()) == machine_key()
+    True
+    """
+    return getattr(backend, "device_kind", None) or machine_key()
+
+
 class ProfilingDatabase:
     """Measured latencies (seconds) by backend and block signature, persisted as JSON."""
 
@@ -133,9 +144,7 @@ class MeasuredProfitability:
                  budget: int = 24) -> None:
         self.graph = graph
         self.backend = backend
-        self.database = database
-        self.budget = budget
-        self.measured = 0
+        self.timings = Timings(database, device_key(backend), budget)
         self.estimate = CostModel(graph)
         self._consumers = graph.consumers()
         self._returned = set(graph.outputs)
@@ -149,23 +158,39 @@ class MeasuredProfitability:
             return self.estimate.fuse_yellow(block, candidate)
         return fused <= sum(apart)
 
+    @property
+    def measured(self) -> int:
+        """How many blocks this object timed (the others came from the database)."""
+        return self.timings.measured
+
     def _latency(self, nodes: Sequence[Node]) -> float | None:
-        block = self._block(nodes)
-        key = f"{machine_key()}|{self.backend.name}|{block_signature(block.nodes, block.inputs)}"
-        known = self.database.get(key)
-        if known is not None:
-            return known
-        if self.measured >= self.budget:
-            return None
-        self.measured += 1
-        seconds = time_block(block, self.graph.constants, self.backend)
-        self.database.put(key, seconds)
-        return seconds
+        return self.timings.latency(self._block(nodes), self.graph.constants, self.backend)
 
     def _block(self, nodes: Sequence[Node]) -> Block:
         inputs, outputs = boundary(nodes, self._consumers, self._returned)
         return Block(0, list(nodes), node_mapping_type(nodes[0]), tuple(inputs),
                      tuple(outputs or nodes[-1].outputs[:1]))
+
+
+class Timings:
+    """Latencies (seconds) of blocks on one device: from the database, or timed and recorded
+    there while fewer than ``budget`` were timed by this object (then None)."""
+
+    def __init__(self, database: ProfilingDatabase, device: str, budget: int) -> None:
+        self.database = database
+        self.device = device
+        self.budget = budget
+        self.measured = 0
+
+    def latency(self, block: Block, constants: dict, backend: Any) -> float | None:
+        key = f"{self.device}|{backend.name}|{block_signature(block.nodes, block.inputs)}"
+        known = self.database.get(key)
+        if known is not None or self.measured >= self.budget:
+            return known
+        self.measured += 1
+        seconds = time_block(block, constants, backend)
+        self.database.put(key, seconds)
+        return seconds
 
 
 def time_block(block: Block, constants: dict, backend: Any, repeats: int = 7) -> float:
