@@ -60,7 +60,9 @@ from .pallas_tuning import INTERPRET_GEMM_FLOPS, Settings, gemm_fits, gemm_withi
 
 GPU_MAX_TILE_ELEMENTS = 1 << 16
 """Largest tile one program may hold (a row of 64K floats: 16 warps, 128 registers a thread);
-a kernel needing more, a row of a huge reduction, stays with XLA."""
+a kernel needing more, a row of a huge reduction, stays with XLA. On purpose: the alternative,
+one program looping over the row in chunks, would run such a reduction on one of the GPU's
+streaming multiprocessors, where XLA splits it across all of them."""
 
 BlockPoints = Callable[[LoopKernel, str], "int | None"]
 
