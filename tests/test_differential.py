@@ -29,10 +29,11 @@ outputs may be shared, and possibly inputs). The program is plain data and the f
 built from it deterministically (written out as Python source and exec'd), so hypothesis
 shrinks failing programs to small ones and prints a standalone repro script for them.
 
-Every example runs through ``dnnfusion.jit(f, fallback=False)`` with planner "greedy" and
-"none", each with rewrite (simplify and the e-graph rule library) on and off, and is compared
-with ``jax.jit(f)``; the explain report must satisfy blocks <= ops_after_rewrite, and greedy
-must never use more blocks than "none". A second test injects inf, -inf, NaN and 0 into the
+Every example runs through ``dnnfusion.jit(f, fallback=False)`` with planner "dnnfusion" (the
+default: Table 3 with YELLOW cells and sibling merges), "greedy" and "none", each with rewrite
+(simplify and the e-graph rule library) on and off, and is compared with ``jax.jit(f)``; the
+explain report must satisfy blocks <= ops_after_rewrite, and neither fusing planner may use
+more blocks than "none". A second test injects inf, -inf, NaN and 0 into the
 inputs; it runs with ``finite_math=False`` (the default), the setting that promises IEEE
 inf/NaN results; the finite-input test turns ``finite_math=True`` on, so the factoring rules
 that assume operands free of ±inf are exercised too.
@@ -417,7 +418,8 @@ special_values = st.lists(
 
 # ----------------------------------------------------------------------------- the check
 
-CONFIGS = [(planner, rewrite) for planner in ("greedy", "none") for rewrite in (True, False)]
+CONFIGS = [(planner, rewrite) for planner in ("dnnfusion", "greedy", "none")
+           for rewrite in (True, False)]
 
 
 def repro_script(program: Program, seed: int, specials=(), finite_math: bool = True) -> str:
@@ -433,7 +435,7 @@ def repro_script(program: Program, seed: int, specials=(), finite_math: bool = T
         "    arr = args[which % len(args)]",
         "    arr.reshape(-1)[pos % arr.size] = value",
         "expected = jax.jit(random_program)(*args)",
-        "for planner in ('greedy', 'none'):",
+        "for planner in ('dnnfusion', 'greedy', 'none'):",
         "    for rewrite in (True, False):",
         "        f = dnnfusion.jit(random_program, fallback=False, planner=planner,",
         f"                          rewrite=rewrite, finite_math={finite_math})",
@@ -468,8 +470,8 @@ def check_program(program: Program, seed: int, specials=(), finite_math: bool = 
         if planner == "none":  # one block per operation
             assert summary["blocks"] == summary["ops_after_rewrite"], summary
         blocks[planner, rewrite] = summary["blocks"]
-    for rewrite in (True, False):
-        assert blocks["greedy", rewrite] <= blocks["none", rewrite], blocks
+    for planner, rewrite in CONFIGS:
+        assert blocks[planner, rewrite] <= blocks["none", rewrite], blocks
 
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
