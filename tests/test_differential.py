@@ -37,10 +37,15 @@ more blocks than "none". A second test injects inf, -inf, NaN and 0 into the
 inputs; it runs with ``finite_math=False`` (the default), the setting that promises IEEE
 inf/NaN results; the finite-input test turns ``finite_math=True`` on, so the factoring rules
 that assume operands free of ±inf are exercised too.
+
+CI runs a fixed 60 + 40 examples. For a long campaign of fresh ones, set
+``DNNFUSION_DIFFERENTIAL_EXAMPLES``: ``DNNFUSION_DIFFERENTIAL_EXAMPLES=2000 python3 -m pytest -q
+tests/test_differential.py`` (hypothesis then shrinks a failure and prints its repro script).
 """
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -474,7 +479,11 @@ def check_program(program: Program, seed: int, specials=(), finite_math: bool = 
         assert blocks[planner, rewrite] <= blocks["none", rewrite], blocks
 
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+CAMPAIGN = int(os.environ.get("DNNFUSION_DIFFERENTIAL_EXAMPLES", "0"))
+"""Examples per test for a long campaign (fresh random ones each run); 0: CI's fixed few."""
+
+SETTINGS = settings(max_examples=CAMPAIGN or 60, deadline=None, derandomize=not CAMPAIGN,
+                    database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -484,7 +493,7 @@ def test_random_graph_matches_jax_jit(program, seed):
     check_program(program, seed)
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=CAMPAIGN or 40)
 @given(program=programs(), seed=st.integers(0, 2**32 - 1), specials=special_values)
 def test_random_graph_with_inf_nan_zero_matches_jax_jit(program, seed, specials):
     check_program(program, seed, specials, finite_math=False)
