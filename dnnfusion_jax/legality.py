@@ -11,7 +11,10 @@ Refinements of Table 3 (the paper reasons about ONNX operators; JAX decomposes t
     both are plain ``reduce_*`` operators. The paper counts Softmax and LayerNorm as single
     Many-to-Many operators; in JAX they are chains of reductions over the same rows, which the
     lowering runs as stages of one kernel with the first result in a row-local temporary.
-    Contractions (dot_general, conv) keep Table 3's RED.
+    Contractions (dot_general, conv) keep Table 3's RED. One-to-Many → reduction keeps it
+    too: tried as YELLOW, a causal mask fused into its softmax (1.12-1.34× of jax.jit with
+    the cost model deciding, 1.18-1.64× fully fused) lost to the mask in a block of its own
+    (1.28-1.68×), 2-core x86-64, 2026-11-21: every stage of the row recomputes the mask.
 
 Sibling blocks: when a node's producers sit in several blocks, the planner may merge them with
 the node (``merge_verdict``). The merged block is the group (the block the node joined, with
