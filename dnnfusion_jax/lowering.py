@@ -91,6 +91,8 @@ def unsupported_reason(node: Node) -> str | None:
         return f"primitive {node.op} has no kernel lowering"
     if node.effects:
         return f"{node.op} has side effects"
+    if any(0 in var.shape for var in (*node.inputs, *node.outputs)):
+        return f"{node.op} of an empty array (XLA needs no kernel for it)"
     for var in (*node.inputs, *node.outputs):
         if _numpy_name(var.dtype) not in DTYPES:
             return f"dtype {var.dtype} is not supported by the kernel lowering"

@@ -187,3 +187,24 @@ def test_explain_reports_the_signature_asked_for():
 def test_explain_rejects_non_array_arguments():
     with pytest.raises(TypeError, match="not a valid JAX type"):
         dnnfusion.explain(layer, "text", W)
+
+
+EMPTY = {
+    "sum over an empty axis": (lambda a: jnp.exp(a).sum(0), (0, 4)),
+    "max over an empty axis": (lambda a: jnp.max(a * 2, axis=1, initial=-jnp.inf), (3, 0)),
+    "elementwise on nothing": (lambda a: jnp.tanh(a) + 1, (2, 0, 5)),
+    "concatenated to something": (lambda a: jnp.concatenate([a, a + 1], 0).sum(1), (0, 3)),
+}
+
+
+@pytest.mark.parametrize("backend", ["c", "pallas"])
+@pytest.mark.parametrize("name", EMPTY)
+def test_empty_arrays_match_jax_jit(backend, name):
+    """An operation on an array with no elements runs through XLA (a reduction over nothing
+    is its identity, not a read of a missing element)."""
+    fn, shape = EMPTY[name]
+    x = np.zeros(shape, np.float32)
+    fused = dnnfusion.jit(fn, backend=backend, fallback=False)
+    assert_tree_allclose(fused(x), jax.jit(fn)(x))
+    reasons = [f["reason"] for f in fused.explain(x).summary()["fallback_blocks"]]
+    assert any("empty array" in reason for reason in reasons), reasons
