@@ -375,11 +375,40 @@ def _render_point(w: CWriter, stage: Stage, names: dict[LoopVar, str]) -> str:
     return value
 
 
-def _combine(stage: Stage, value: str, acc: str) -> str:
+def _combine(stage: Stage, value: str, acc: str, lanes: bool = False) -> str:
     """The combiner applied to a new value and an accumulator, in that order: dnf_maxf and
-    dnf_minf test their first operand for NaN, which then stays off the loop-carried chain."""
+    dnf_minf test their first operand for NaN, which then stays off the loop-carried chain.
+    ``lanes``: in a lane reduction (the lanes, their tree, the chunks), where a float max/min
+    leaves ties between -0 and +0 to ``_zero_sign`` (see ``dnf_lane_maxf``)."""
     dtype = stage.value.dtype
+    if lanes and _signed_zero_ties(stage):
+        suffix = "f" if dtype == "f32" else ""
+        return f"dnf_lane_{stage.combiner}{suffix}({value}, {acc})"
     return _spell(Expr(stage.combiner, (stage.value, stage.value), dtype), [value, acc])
+
+
+def _signed_zero_ties(stage: Stage) -> bool:
+    return stage.combiner in ("max", "min") and stage.value.dtype in ("f32", "f64")
+
+
+def _zero_sign(w: CWriter, stage: Stage) -> None:
+    """After lanes that may have kept the wrong zero: a zero max is +0 when any +0 was
+    combined, else -0 (a zero min: -0 when any -0 was), the AND (OR) of the zeros' bits. One
+    more pass over the points, only for a result of zero."""
+    bits, to_bits, from_bits = (("int32_t", "dnf_float_to_bits", "dnf_bits_to_float")
+                                if stage.value.dtype == "f32" else
+                                ("int64_t", "dnf_double_to_bits", "dnf_bits_to_double"))
+    join, neutral = ("&", "-1") if stage.combiner == "max" else ("|", "0")
+    w.open("if (acc == 0)")
+    w.line(f"{bits} zero_bits = {neutral};")
+    for loop in stage.reduce_loops:
+        w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
+    value = _render_point(w, stage, {})
+    w.line(f"zero_bits {join}= {value} == 0 ? {to_bits}({value}) : {neutral};")
+    for _ in stage.reduce_loops:
+        w.close()
+    w.line(f"acc = {from_bits}(zero_bits);")
+    w.close()
 
 
 def _render_reduction(w: CWriter, stage: Stage, parallel: bool) -> None:
@@ -422,20 +451,23 @@ def _render_reduction(w: CWriter, stage: Stage, parallel: bool) -> None:
     w.open(f"for (int l = 0; l < {LANES}; l++)")
     w.line(f"const long {var.name}_v = j0 + l;")
     value = _render_point(w, stage, {var: f"{var.name}_v"})
-    w.line(f"lane[l] = {_combine(stage, value, 'lane[l]')};")
+    w.line(f"lane[l] = {_combine(stage, value, 'lane[l]', lanes=True)};")
     w.close()
     w.close()
     w.open(f"for (long {var.name} = j0; {var.name} < end; {var.name}++)")
     value = _render_point(w, stage, {})
-    w.line(f"lane[0] = {_combine(stage, value, 'lane[0]')};")
+    w.line(f"lane[0] = {_combine(stage, value, 'lane[0]', lanes=True)};")
     w.close()
     for _ in outer:
         w.close()
     for width in (8, 4, 2, 1):  # a fixed tree: the result never depends on thread timing
         w.line(f"for (int l = 0; l < {width}; l++) lane[l] = "
-               f"{_combine(stage, f'lane[l + {width}]', 'lane[l]')};")
+               f"{_combine(stage, f'lane[l + {width}]', 'lane[l]', lanes=True)};")
     w.line("part[chunk] = lane[0];")
     w.close()
     w.line(f"{ctype} acc = part[0];")
-    w.line(f"for (int c = 1; c < {chunks}; c++) acc = {_combine(stage, 'part[c]', 'acc')};")
+    w.line(f"for (int c = 1; c < {chunks}; c++) "
+           f"acc = {_combine(stage, 'part[c]', 'acc', lanes=True)};")
+    if _signed_zero_ties(stage):
+        _zero_sign(w, stage)
     w.line(f"{target} = acc;")

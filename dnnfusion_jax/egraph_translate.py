@@ -113,7 +113,10 @@ class Translation:
             leaf(var)
         for var, value in graph.constants.items():
             scalar = np.ndim(value) == 0 and _is_float(var) and not var.shape
-            if scalar and np.isfinite(float(np.asarray(value))):
+            # -0.0 stays a leaf: egglog's f64 holds -0.0 == 0.0, one term, and x * -0.0 is not
+            # x * 0.0 (their reciprocals are infinities of opposite signs)
+            if scalar and np.isfinite(float(np.asarray(value))) and not (
+                    float(np.asarray(value)) == 0 and np.signbit(value)):
                 let(var, Term.scalar(f64(float(np.asarray(value, np.float64))), _dtype(var),
                                      Bool(bool(var.weak_type))))
             else:

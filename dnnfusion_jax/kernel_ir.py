@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class LoopVar:
@@ -261,14 +263,30 @@ class Expr:
     """One scalar operation in a stage. Structurally equal expressions are one value (CSE).
 
     ``op`` is an operation name from ``ELEMENTWISE_OPS`` or one of: ``load`` (attrs: buffer
-    name, Index), ``const`` (attrs: value), ``index`` (attrs: Index, the value of an integer
-    index), ``convert`` (attrs: source dtype).
+    name, Index), ``const`` (attrs: value; build it with ``const``), ``index`` (attrs: Index,
+    the value of an integer index), ``convert`` (attrs: source dtype).
     """
 
     op: str
     args: tuple[Expr, ...]
     dtype: str
     attrs: tuple[Any, ...] = ()
+
+
+NEGATIVE_ZERO = "-0"
+"""The second attribute of a ``const`` -0.0: in Python -0.0 == 0.0 (and their hashes agree),
+so without it ``x * -0.0`` and ``x * 0.0`` would be one value to CSE, and 1/(x * -0.0) is
+-1/(x * 0.0)."""
+
+
+def const(value: Any, dtype: str) -> Expr:
+    """A constant expression (renderers spell ``attrs[0]``).
+
+    >>> const(-0.0, "f32") == const(0.0, "f32"), const(2.0, "f32") == const(2.0, "f32")
+    (False, True)
+    """
+    negative_zero = isinstance(value, (float, np.floating)) and value == 0 and np.signbit(value)
+    return Expr("const", (), dtype, (value, NEGATIVE_ZERO) if negative_zero else (value,))
 
 
 ELEMENTWISE_OPS = {

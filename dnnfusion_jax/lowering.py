@@ -38,7 +38,7 @@ from .depthwise import CONV, depthwise_reason, window_loops, window_tap
 from .executable import UnsupportedBlock
 from .hoist import hoist_invariants
 from .ir import Node, Var
-from .kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, delinearize,
+from .kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, const, delinearize,
                         expr_nodes, linearize)
 from .plan import Block
 from .reduce_order import MAX_CHUNKS, merge_contiguous_loops, split_reduction
@@ -376,7 +376,7 @@ class _BlockLowering:
     def _compute(self, var: Var, index: list[Index]) -> Expr:
         dtype = kernel_dtype(var)
         if var in self.literals:
-            return Expr("const", (), dtype, (self.literals[var],))
+            return const(self.literals[var], dtype)
         buffer = self.storage.get(var)
         if buffer is not None and (buffer.role != "output" or var not in self.producer
                                    or self.producer[var].op in STAGED):

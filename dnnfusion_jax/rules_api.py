@@ -157,9 +157,7 @@ class Compiler:
             elif k == "const":
                 out = self.const(node.op)
             elif k == "fold":
-                (va, _, _), (vb, _, _) = self.consts[node.args[0].op], self.consts[node.args[1].op]
-                value = {"add": va + vb, "sub": va - vb, "mul": va * vb, "div": va / vb}[node.op]
-                out = Term.scalar(value, self.root_dtype, Bool(False))
+                out = Term.scalar(self._folded(node), self.root_dtype, Bool(False))
             elif k == "un":
                 out = Term.un(self._param_value(node.op), *args)
             elif k == "bin":
@@ -183,12 +181,20 @@ class Compiler:
             built[id(node)] = out
         return built[id(pat)]
 
+    def _folded(self, node: Pat) -> Any:
+        """The egglog f64 expression of a ``fold`` node's constant."""
+        (va, _, _), (vb, _, _) = self.consts[node.args[0].op], self.consts[node.args[1].op]
+        return {"add": va + vb, "sub": va - vb, "mul": va * vb, "div": va / vb}[node.op]
+
     def compile(self, r: Rule) -> Any:
-        from egglog import String, eq, rule, union
+        from egglog import String, eq, f64, ne, rule, union
         self.root_dtype = self.fresh(String)
         facts = [eq(self.root).to(self.build(r.lhs, "lhs"))]
         for g in r.all_guards:
             facts += g.facts(self)
+        # a folded zero would stand for +0.0 and -0.0 at once (egglog's f64 has -0.0 == 0.0),
+        # and the two differ: 1/(c*d*x) is +inf or -inf
+        facts += [ne(self._folded(n)).to(f64(0.0)) for n in r.rhs.walk() if n.kind == "fold"]
         if any(n.kind in ("scalar", "fold") for n in r.rhs.walk()):
             facts.append(dtype(self.root) == self.root_dtype)
         return rule(*facts, name=r.name).then(union(self.root).with_(self.build(r.rhs, "rhs")))

@@ -208,3 +208,30 @@ def test_empty_arrays_match_jax_jit(backend, name):
     assert_tree_allclose(fused(x), jax.jit(fn)(x))
     reasons = [f["reason"] for f in fused.explain(x).summary()["fallback_blocks"]]
     assert any("empty array" in reason for reason in reasons), reasons
+
+
+SIGNED_ZEROS = {
+    "-0.0 and 0.0 literals": lambda x: 1.0 / (x * -0.0) + 1.0 / (x * 0.0),
+    "folded to a zero": lambda x: (1.0 / (0.0 * (-2.0 * x)), 1.0 / ((x * -3.0) * 0.0)),
+    "added and subtracted": lambda x: (1 / (x + 0.0), 1 / (x + -0.0), 1 / (-0.0 - x)),
+    # XLA orders -0 below +0 in max and min; so must the kernels (and their reductions' lanes)
+    "max and min of zeros": lambda x: (1 / jnp.maximum(x, -x), 1 / jnp.minimum(x, -x),
+                                       1 / jnp.maximum(0.0, x * 1.0), 1 / jnp.minimum(-x, 0.0)),
+    "reduced over zeros": lambda x: (
+        1 / jnp.max(jnp.tile(x[:2], (3, 40)) * 1.0, axis=1),
+        1 / jnp.min(jnp.tile(x[:2], (3, 40)) * 1.0, axis=1),
+        1 / jnp.max(jnp.tile(x[1:2], (3, 40)) * -1.0, axis=1),
+        1 / jnp.min(jnp.tile(x[1:2], (2, 9)) * 1.0)),
+}
+
+
+@pytest.mark.parametrize("backend", ["c", "pallas", "xla"])
+@pytest.mark.parametrize("name", SIGNED_ZEROS)
+def test_negative_zero_is_not_zero(backend, name):
+    """-0.0 == 0.0 in Python and in egglog's f64, but 1/(x * -0.0) and 1/(x * 0.0) are
+    infinities of opposite signs: neither CSE nor the e-graph may make them one value."""
+    fn = SIGNED_ZEROS[name]
+    x = np.array([-0.0, 0.0, 1.0, -2.0], np.float32)
+    got, want = dnnfusion.jit(fn, backend=backend, fallback=False)(x), jax.jit(fn)(x)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
