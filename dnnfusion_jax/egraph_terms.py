@@ -9,7 +9,8 @@ its outputs as ``out(app, i)``: opaque nodes pass through the e-graph untouched.
 Analyses (filled by the ``ANALYSIS`` ruleset and by the translation):
   * ``shape(t)`` and ``dtype(t)``: functions without a merge, so a rewrite that equates terms
     of different shapes is a loud error (egglog panics with "Illegal merge"), never hidden;
-  * ``nonneg(t)``: t ≥ 0 or NaN; ``finite(t)``: t is never ±inf (NaN allowed);
+  * ``nonneg(t)``: every element of t is NaN or has its sign bit clear (+0.0 yes, -0.0 no:
+    rsqrt(-0.0) is -inf); ``finite(t)``: t is never ±inf (NaN allowed);
     ``moderate(t)``: t is a positive value in [1e-18, 1e18] (products of two cannot leave the
     f32 normal range);
   * parameter facts the translation computes in Python: ``inverse_perm(p, q)``,
@@ -174,13 +175,16 @@ BATCHED_MATMUL_DIMS = "(((2,), (1,)), ((0,), (0,)))"
 """dot_general dimension numbers of a batched matmul of 3-D operands."""
 
 _FINITE_OPS = ("tanh", "logistic", "sin", "cos", "erf", "erfc", "neg", "abs")
-_NONNEG_UNARY = ("exp", "abs", "sqrt", "rsqrt", "square", "logistic", "exp2")
+_NONNEG_UNARY = ("exp", "abs", "square", "logistic", "exp2")  # ±0 in, +0 out
+_NONNEG_OF_NONNEG = ("sqrt", "rsqrt")  # sqrt(-0.0) is -0.0, rsqrt(-0.0) is -inf
 
 
 def _fact_rules() -> list:
     rules = []
     for op in _NONNEG_UNARY:
         rules.append(rule(eq(_r).to(Term.un(op, _a))).then(nonneg(_r)))
+    for op in _NONNEG_OF_NONNEG:
+        rules.append(rule(eq(_r).to(Term.un(op, _a)), nonneg(_a)).then(nonneg(_r)))
     for op in _FINITE_OPS:
         cond = [] if op in ("tanh", "logistic", "sin", "cos", "erf", "erfc") else [finite(_a)]
         rules.append(rule(eq(_r).to(Term.un(op, _a)), *cond).then(finite(_r)))
@@ -190,12 +194,13 @@ def _fact_rules() -> list:
         rule(eq(_r).to(Term.bin("mul", _a, _a))).then(nonneg(_r)),
         rule(eq(_r).to(Term.bin("max", _a, _b)), nonneg(_a)).then(nonneg(_r)),
         rule(eq(_r).to(Term.bin("max", _a, _b)), nonneg(_b)).then(nonneg(_r)),
+        # a zero scalar is +0.0: -0.0 literals are leaves and folds never make a zero
         rule(eq(_r).to(Term.scalar(_v, _dt, _w)), _v >= 0.0).then(nonneg(_r)),
         rule(eq(_r).to(Term.scalar(_v, _dt, _w))).then(finite(_r)),
         rule(eq(_r).to(Term.scalar(_v, _dt, _w)), _v >= 1e-18, _v <= 1e18).then(moderate(_r)),
         rule(eq(_r).to(Term.un("sqrt", _a)), moderate(_a)).then(moderate(_r)),
         rule(eq(_r).to(Term.reduce("reduce_sum", _p, _a)), nonneg(_a)).then(nonneg(_r)),
-        rule(eq(_r).to(Term.reduce("reduce_max", _p, _a)), nonneg(_a)).then(nonneg(_r)),
+        # not reduce_max: over an empty axis it is -inf
     ]
     for k in range(0, MAX_RANK + 1, 2):
         rules.append(rule(eq(_r).to(Term.ipow(i64(k), _a))).then(nonneg(_r)))

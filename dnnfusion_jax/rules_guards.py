@@ -135,7 +135,7 @@ class Nonneg(Guard):
     def facts(self, c): return [nonneg(c.term(self.v))]
     def holds(self, env, params, root_shape):
         x = np.asarray(env[self.v.op], np.float64)
-        return bool(np.all((x >= 0) | np.isnan(x)))
+        return bool(np.all(~np.signbit(x) | np.isnan(x)))  # -0.0 is not: see egraph_terms
 
 
 @dataclass(frozen=True)

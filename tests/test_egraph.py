@@ -115,6 +115,18 @@ def test_guarded_log_and_sqrt_rules_fire_only_where_valid():
     assert "sqrt-pair" not in s["rules_fired"]
 
 
+def test_negative_zero_is_not_nonnegative():
+    """rsqrt(-0.0) is -inf and 1/sqrt(-0.0) too: the nonneg analysis may not call them >= 0
+    (sqrt-pair would turn NaN into -inf), while abs and exp stay nonneg whatever they read."""
+    x = jnp.array([-0.0, 0.0, 4.0, -1.0, jnp.inf, jnp.nan])
+    for fn in (lambda x: jnp.sqrt(lax.rsqrt(x)) * jnp.sqrt(lax.rsqrt(x)),
+               lambda x: jnp.sqrt(2.0 / jnp.sqrt(x)) * jnp.sqrt(2.0 / jnp.sqrt(x))):
+        s = optimise(fn, x)
+        assert "sqrt-pair" not in s["rules_fired"], s["rules_fired"]
+    s = optimise(lambda x: jnp.sqrt(lax.rsqrt(jnp.abs(x))) * jnp.sqrt(lax.rsqrt(jnp.abs(x))), x)
+    assert s["rules_fired"]["sqrt-pair"] >= 1  # abs(-0.0) is +0.0: rsqrt of it is +inf
+
+
 def test_user_rules_alone_or_added_to_the_defaults(tmp_path):
     a, b = V("a"), V("b")
     tanh_twice = Rule("exp-log", "user", "exp(log(a)) -> a for a >= 0", exp(log(a)), a)
