@@ -44,6 +44,14 @@ from .targets import load_target
 RTOL = ATOL = 1e-5
 
 
+
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dnnfusion_jax",
                                      description="DNNFusion-style operator fusion for JAX.")
@@ -87,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("files", nargs="*", metavar="FILE", help="rule files (Python files "
                          "defining RULES or Rule objects); default: the library's rules")
         if name == "check":
-            sub.add_argument("--trials", type=int, default=45, help="samples per rule")
+            sub.add_argument("--trials", type=_positive, default=45, help="samples per rule")
             sub.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "emit":

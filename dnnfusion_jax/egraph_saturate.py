@@ -76,6 +76,24 @@ def enode_count(egraph: Any) -> int:
                if str(fn).startswith(("Term.", "Args.")))
 
 
+def _run(egraph: Any, schedule: Any, rules: tuple[Rule, ...]) -> Any:
+    """``egraph.run(schedule)``; egglog's panic at a rule that equated terms of different
+    shapes becomes an error that says so and names the suspects."""
+    try:
+        return egraph.run(schedule)
+    except Exception as error:
+        if "Illegal merge" not in str(error):
+            raise
+        from egraph_rules import default_rules
+        library = {r.name for r in default_rules()}
+        suspects = [r.name for r in rules if r.name not in library] or [r.name for r in rules]
+        raise ValueError(
+            "a rewrite rule equated terms of different shapes (egglog: Illegal merge), such as "
+            "x/x -> 1 for a non-scalar x; suspects (rules not from the library): "
+            f"{', '.join(suspects)}. `python3 -m dnnfusion_jax rules check FILE` shows which "
+            "one and on what shapes.") from error
+
+
 def saturate(egraph: Any, rules: tuple[Rule, ...], budget: SaturationBudget,
              finite_math: bool = False) -> SaturationResult:
     """Runs the rules on ``egraph`` within ``budget``; returns why it stopped and the counts."""
@@ -91,10 +109,10 @@ def saturate(egraph: Any, rules: tuple[Rule, ...], budget: SaturationBudget,
     sizes = [enode_count(egraph)]
     stop, done = "iterations", 0
     for i in range(budget.iterations):
-        egraph.run(analysis)
+        _run(egraph, analysis, rules)
         changed = False
         for rs in ((main_run, ac_run) if i < budget.ac_iterations else (main_run,)):
-            report = egraph.run(rs)
+            report = _run(egraph, rs, rules)
             changed |= report.updated
             for decl, count in report.num_matches_per_rule.items():
                 name = getattr(decl, "name", None)
@@ -111,6 +129,6 @@ def saturate(egraph: Any, rules: tuple[Rule, ...], budget: SaturationBudget,
         if time.perf_counter() - start > budget.seconds:
             stop = "time"
             break
-    egraph.run(analysis)
+    _run(egraph, analysis, rules)
     return SaturationResult(done, stop, enode_count(egraph), time.perf_counter() - start,
                             matches, sizes)

@@ -166,9 +166,15 @@ def _check_choice(option: str, value: Any, valid: list[str]) -> None:
 
 
 def _check_rules(rules: Any) -> None:
+    from .rewrite import resolve_rules
     from .rules_api import Rule
     items = rules if isinstance(rules, tuple) else (rules,)
     for item in items:
         if item is not None and not isinstance(item, (Rule, str)) and not hasattr(item, "__fspath__"):
             raise TypeError("dnnfusion.jit option 'rules' takes Rule objects, rule file paths "
                             f"or 'default', got {item!r}")
+    if rules is not None:  # a missing or broken rule file is the caller's error, said now
+        try:
+            resolve_rules(rules)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"dnnfusion.jit option 'rules': {error}") from None

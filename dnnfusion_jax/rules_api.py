@@ -41,10 +41,14 @@ from .rules_guards import (Broadcasts, ComplementAxes, ComposePerm, ConvChannel,
                            SameRank, SameShape, ScaleCols, ScaleRows, Scalar, ShapeIs,
                            conv_channel_shapes, _vec)
 from .rules_terms import (BATCHED, BINARY_OPS, CONV_KEYS, MATMUL, UNARY_OPS, C, P, Pat, V,  # noqa: F401
-                          _postorder, abs_, binary, broadcast, conv, conv_key, cos, dot,
-                          evaluate, exp, fold, ipow, log, logistic, matmul, neg, parse_dims,
-                          recip, reduce, reduce_max, reduce_prod, reduce_sum, reshape, rsqrt,
-                          scalar, sin, sqrt, square, tanh, transpose)
+                          _pat, _postorder, abs_, binary, broadcast, cbrt, conv, conv_key, cos,
+                          dot, erf, erfc, evaluate, exp, exp2, expm1, fold, ipow, log, log1p,
+                          logistic, matmul, neg, parse_dims, recip, reduce, reduce_max,
+                          reduce_prod, reduce_sum, reshape, rsqrt, scalar, sign, sin, sqrt,
+                          square, tan, tanh, transpose, unary)
+
+VALUE_KINDS = ("nonneg", "moderate", "positive")
+"""What ``Rule(values=...)`` may ask ``rules check`` to sample for a variable."""
 # ----------------------------------------------------------------------------- rules
 
 @dataclass(frozen=True, eq=False)
@@ -76,11 +80,34 @@ class Rule:
     in_range: bool = False
 
     def __post_init__(self) -> None:
-        missing = set(self.rhs.vars()) - set(self.lhs.vars())
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a rule needs a non-empty name, got {self.name!r}")
+        if not isinstance(self.lhs, Pat):
+            raise TypeError(f"rule {self.name}: the left side must be a term built with "
+                            f"rules_api (V, C and operations), got {self.lhs!r}")
+        fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        fix("rhs", _pat(self.rhs))  # a Python number is a scalar
+        fix("guard", _as_tuple(self.guard, Guard, self.name, "guard"))
+        fix("finite", _as_tuple(self.finite, Pat, self.name, "finite"))
+        bound = set(self.lhs.vars())
+        missing = set(self.rhs.vars()) - bound
         if missing:
             raise ValueError(f"rule {self.name}: right side uses unbound {sorted(missing)}")
         if self.lhs.kind in ("var", "scalar"):
             raise ValueError(f"rule {self.name}: the left side must be an operation")
+        # a condition on a variable the left side does not bind matches any term: always true
+        # (parameters may be bound by a guard: ConvChannel computes its kernel shape)
+        for condition in (*self.guard, *self.finite):
+            unbound = sorted(_variables(condition) - bound)
+            if unbound:
+                what = (f"finite={condition}" if isinstance(condition, Pat) else
+                        f"{type(condition).__name__}({', '.join(map(str, vars(condition).values()))})")
+                raise ValueError(f"rule {self.name}: {what} names {unbound}, which the left "
+                                 "side does not bind")
+        for var, kind in self.values.items():
+            if var not in bound or kind not in VALUE_KINDS:
+                raise ValueError(f"rule {self.name}: values[{var!r}] = {kind!r}: expected a "
+                                 f"left-side variable and one of {', '.join(VALUE_KINDS)}")
 
     @property
     def all_guards(self) -> tuple[Guard, ...]:
@@ -94,6 +121,21 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"Rule({self.name}: {self.law})"
+
+
+def _as_tuple(items: Any, kind: type, rule: str, option: str) -> tuple:
+    """``items`` as a tuple of ``kind`` (one item alone is accepted as a tuple of one)."""
+    items = (items,) if isinstance(items, kind) else tuple(items)
+    for item in items:
+        if not isinstance(item, kind):
+            raise TypeError(f"rule {rule}: {option} takes {kind.__name__} objects, got {item!r}")
+    return items
+
+
+def _variables(condition: Guard | Pat) -> set[str]:
+    """The variable names a guard or a ``finite`` operand refers to."""
+    values = [condition] if isinstance(condition, Pat) else list(vars(condition).values())
+    return {name for value in values if isinstance(value, Pat) for name in value.vars()}
 
 
 def _reverse_law(law: str) -> str:
@@ -213,12 +255,18 @@ def load_rules_file(path: str | Path) -> list[Rule]:
     if not path.is_file():
         raise ValueError(f"no rule file {path}")
     spec = importlib.util.spec_from_file_location(f"_dnnfusion_rules_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path}: not a Python file (rule files are .py)")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the author's mistake, whatever it is: say where, not how deep
+        where = f" (line {error.lineno})" if isinstance(error, SyntaxError) else ""
+        raise ValueError(f"{path}{where}: {type(error).__name__}: {error}") from error
     rules = getattr(module, "RULES", None)
     if rules is None:
         rules = [v for v in vars(module).values() if isinstance(v, Rule)]
-    rules = list(rules)
-    if not all(isinstance(r, Rule) for r in rules):
-        raise ValueError(f"{path}: RULES must hold dnnfusion_jax.rules_api.Rule objects")
-    return rules
+    rules = [rules] if isinstance(rules, Rule) else rules
+    if not isinstance(rules, (list, tuple)) or not all(isinstance(r, Rule) for r in rules):
+        raise ValueError(f"{path}: RULES must be a list of dnnfusion_jax.rules_api.Rule objects")
+    return list(rules)

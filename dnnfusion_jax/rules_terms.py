@@ -134,7 +134,12 @@ def fold(op: str, a: Pat, b: Pat) -> Pat:
 
 
 def _pat(x: Any) -> Pat:
-    return x if isinstance(x, Pat) else scalar(x)
+    if isinstance(x, Pat):
+        return x
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return scalar(x)
+    raise TypeError(f"a rule term must be built from V(...), C(...) and the rules_api "
+                    f"operations, or be a Python number; got {x!r}")
 
 
 def _unary(op: str):
@@ -148,10 +153,27 @@ def _unary(op: str):
 exp, log, sqrt, rsqrt, tanh, logistic, sin, cos = map(
     _unary, ("exp", "log", "sqrt", "rsqrt", "tanh", "logistic", "sin", "cos"))
 abs_, square, neg = _unary("abs"), _unary("square"), _unary("neg")
+erf, erfc, log1p, expm1, exp2, sign, tan, cbrt = map(
+    _unary, ("erf", "erfc", "log1p", "expm1", "exp2", "sign", "tan", "cbrt"))
 
 
-def binary(op: str, a: Any, b: Any) -> Pat:
-    """Elementwise binary ``op`` (add, sub, mul, div, max, min, pow, atan2)."""
+def unary(op: str | P, a: Any) -> Pat:
+    """Elementwise unary ``op``, one of ``UNARY_OPS`` (or a ``P`` that matches any).
+
+    >>> unary("softplus", V("a"))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown unary operation 'softplus'; known: neg, exp, log, sqrt, rsqrt, abs, tanh, logistic, sin, cos, square, erf, log1p, expm1, exp2, sign, erfc, tan, cbrt
+    """
+    if not isinstance(op, P) and op not in UNARY_OPS:
+        raise ValueError(f"unknown unary operation {op!r}; known: {', '.join(UNARY_OPS)}")
+    return Pat("un", op, (_pat(a),))
+
+
+def binary(op: str | P, a: Any, b: Any) -> Pat:
+    """Elementwise binary ``op`` (add, sub, mul, div, max, min, pow, atan2; or a ``P``)."""
+    if not isinstance(op, P) and op not in BINARY_OPS:
+        raise ValueError(f"unknown binary operation {op!r}; known: {', '.join(BINARY_OPS)}")
     return Pat("bin", op, (_pat(a), _pat(b)))
 
 

@@ -1,8 +1,13 @@
 """The rule library proves itself: every rule passes ``rules check``; wrong rules are caught."""
+import re
+
+import numpy as np
 import pytest
 
+import dnnfusion_jax as dnnfusion
 from dnnfusion_jax.cli import main
-from dnnfusion_jax.rules_api import Moderate, Nonneg, Rule, V, compile_rule, exp, log, sqrt
+from dnnfusion_jax.rules_api import (Moderate, Nonneg, Rule, V, binary, compile_rule, exp, log,
+                                     sqrt)
 from dnnfusion_jax.rules_check import check_rule
 from egraph_rules import FAMILIES, default_rules
 
@@ -68,3 +73,59 @@ def test_cli_lists_and_checks_rule_files(tmp_path, capsys):
     assert main(["rules", "list"]) == 0
     assert f"{len(RULES)} rules" in capsys.readouterr().out
     assert main(["rules", "check", str(tmp_path / "missing.py")]) == 2
+
+
+# Mistakes a rule author makes are said plainly, where they are made.
+
+A_ = V("a")
+BAD_RULES = {
+    "a guard on an unbound variable": (lambda: Rule("r", "f", "l", exp(log(A_)), A_,
+                                                    guard=(Nonneg(V("b")),)),
+                                       "Nonneg(b) names ['b']"),
+    "finite on an unbound variable": (lambda: Rule("r", "f", "l", exp(A_) * 2, exp(A_) * 2,
+                                                   finite=(V("z"),)), "finite=z names ['z']"),
+    "a misspelt value kind": (lambda: Rule("r", "f", "l", exp(A_), exp(A_),
+                                           values={"a": "nonnegative"}), "one of nonneg"),
+    "an unknown operation": (lambda: binary("foo", A_, A_), "unknown binary operation 'foo'"),
+    "an empty name": (lambda: Rule("", "f", "l", exp(A_), A_), "non-empty name"),
+    "a string for a term": (lambda: Rule("r", "f", "l", "exp(a)", A_), "left side must be a term"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_RULES)
+def test_bad_rules_are_refused_with_the_reason(name):
+    build, message = BAD_RULES[name]
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        build()
+
+
+def test_numbers_and_single_guards_are_accepted():
+    r = Rule("r", "f", "sqrt(a)*sqrt(a) -> a", sqrt(A_) * sqrt(A_), A_, guard=Nonneg(A_))
+    assert r.guard == (Nonneg(A_),)
+    assert str(Rule("one", "f", "x/x -> 1", A_ / A_, 1.0).rhs) == "1.0"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("RULES = [Rule('x', 'f', 'l', exp(V('a')), V('a'))\n", "SyntaxError"),
+    ("import no_such_module\n", "ModuleNotFoundError"),
+    ("RULES = [Rule('x', 'f', 'l', exp(V('a')), V('a'), guard=(Nonneg(V('b')),))]\n",
+     "names ['b']"),
+    ("RULES = [1, 2]\n", "RULES must be a list"),
+])
+def test_broken_rule_files_are_one_line_errors(tmp_path, capsys, text, message):
+    path = tmp_path / "mine.py"
+    path.write_text("from dnnfusion_jax.rules_api import *\n" + text)
+    assert main(["rules", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="option 'rules'"):  # refused when the jit is made
+        dnnfusion.jit(lambda x: x, rules=str(path))
+
+
+def test_a_shape_changing_rule_is_named_when_it_breaks_saturation(tmp_path):
+    path = tmp_path / "shapes.py"
+    path.write_text("from dnnfusion_jax.rules_api import *\n"
+                    "RULES = [Rule('x-div-x', 'mine', 'x/x -> 1', V('a') / V('a'), 1.0)]\n")
+    fused = dnnfusion.jit(lambda x: x / x + 1, rules=["default", str(path)], fallback=False)
+    with pytest.raises(ValueError, match="different shapes.*suspects.*x-div-x"):
+        fused(np.ones((2, 2), np.float32))
