@@ -136,7 +136,9 @@ class Translation:
                     let(out, Term.out(app, i))
             else:
                 let(node.out, expr)
-        self.egraph.register(*actions, *self._param_facts())
+        commands = [*actions, *self._param_facts()]
+        if commands:  # a graph of only opaque values (PRNG keys) has none
+            self.egraph.register(*commands)
         self.num_terms = next(counter)
 
     def _term(self, node: Node, terms: dict[Var, Any]) -> Any:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from .ir import Graph, Node, Var
 from .plan import Block, FusionPlan
 
@@ -76,11 +78,21 @@ class Executable:
         for kernel in self.kernels:
             outs = kernel.run([env[v] for v in kernel.block.inputs])
             env.update(zip(kernel.block.outputs, outs))
-        return [env[v] for v in graph.outputs]
+        return [_weak_as_traced(env[v], v) for v in graph.outputs]
 
     def fallbacks(self) -> list[tuple[Block, str]]:
         """Blocks that the chosen backend could not compile, with the reason."""
         return [(k.block, k.fallback_reason) for k in self.kernels if k.fallback_reason]
+
+
+def _weak_as_traced(value: Any, var: Var) -> Any:
+    """``value`` weakly typed where the traced output was (``jnp.float32(2) * s`` for a Python
+    float ``s``): a kernel's result is strongly typed, and the weak type decides the dtype of
+    what the caller computes with it (weak f32 + bf16 is bf16, strong f32 + bf16 is f32)."""
+    if not var.weak_type or getattr(getattr(value, "aval", None), "weak_type", True):
+        return value
+    from jax._src.lax import lax as lax_internal  # the one way to set the flag: jnp's own
+    return lax_internal._convert_element_type(value, np.dtype(var.dtype), weak_type=True)
 
 
 def compile_plan(plan: FusionPlan, backend: Backend) -> Executable:

@@ -235,3 +235,28 @@ def test_negative_zero_is_not_zero(backend, name):
     got, want = dnnfusion.jit(fn, backend=backend, fallback=False)(x), jax.jit(fn)(x)
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+@pytest.mark.parametrize("backend", ["c", "pallas", "xla"])
+def test_weak_typed_outputs_stay_weak(backend):
+    """jax.jit's s * 2.0 of a Python float is weakly typed: added to bfloat16 it stays
+    bfloat16. A kernel's result is strongly typed; the output must not be."""
+    f = lambda s, x: (s * 2.0, x * 3.0)  # noqa: E731 - one weak output, one strong
+    h = jnp.ones((), jnp.bfloat16)
+    fused, reference = dnnfusion.jit(f, backend=backend), jax.jit(f)
+    for got, want in zip(fused(3.0, X), reference(3.0, X)):
+        assert (got + h).dtype == (want + h).dtype
+    assert jax.jit(lambda s: fused(s, X)[0] + h)(3.0).dtype == jnp.bfloat16
+
+
+def test_typed_prng_keys_pass_through():
+    """Typed keys are opaque values (no kernel, no e-graph term): a function of nothing else
+    still runs, with the rewriter on, and fallback off."""
+    key = jax.random.key(1)
+    f = lambda k, x: (jax.random.split(k), x * 2 + jax.random.normal(k, x.shape))  # noqa: E731
+    got, want = dnnfusion.jit(f, fallback=False)(key, X), jax.jit(f)(key, X)
+    np.testing.assert_array_equal(jax.random.key_data(got[0]), jax.random.key_data(want[0]))
+    assert_tree_allclose(got[1], want[1])
+    keys = dnnfusion.jit(lambda k: jax.random.split(k), fallback=False)(key)
+    np.testing.assert_array_equal(jax.random.key_data(keys),
+                                  jax.random.key_data(jax.random.split(key)))
