@@ -476,6 +476,11 @@ def emit_command(target: str, out_dir: str, arch: str = "aarch64", run: bool = F
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot write to {out_dir}: {error.strerror}", file=sys.stderr)
+        return 2
     manifest = emit(fn, args, out_dir, arch=arch, name=name)
     blocks = sum(len(k["blocks"]) for k in manifest["kernels"])
     print(f"{name}: wrote {len(manifest['kernels'])} C kernels ({blocks} blocks) for {arch} to "

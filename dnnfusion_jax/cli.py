@@ -138,6 +138,8 @@ def _explain(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not _writable(args.dot, args.svg):
+        return 2
     optimized = jit(fn, backend=args.backend, planner=args.planner, rewrite=not args.no_rewrite)
     report = optimized.explain(*inputs)
     print(report)
@@ -149,13 +151,12 @@ def _explain(args: argparse.Namespace) -> int:
         return 2
     if args.no_check:
         return 0
-    expected = jax.tree_util.tree_leaves(jax.jit(fn)(*inputs))
-    actual = jax.tree_util.tree_leaves(optimized(*inputs))
-    worst = max((_max_error(a, e) for a, e in zip(actual, expected)), default=0.0)
-    ok = all(np.allclose(a, e, rtol=RTOL, atol=ATOL, equal_nan=True)
-             for a, e in zip(actual, expected))
+    from .compare import output_errors
+    worst, _, ok = output_errors(optimized(*inputs), jax.jit(fn)(*inputs))
+    error = (f"max abs error {worst:.3g}" if np.isfinite(worst) else
+             "inf or NaN where jax.jit has a number, or the other way round")
     print(f"\n{name}: {'matches' if ok else 'DOES NOT MATCH'} jax.jit "
-          f"(max abs error {worst:.3g}, tolerance rtol={RTOL} atol={ATOL})")
+          f"({error}; tolerance rtol={RTOL} atol={ATOL})")
     return 0 if ok else 1
 
 
@@ -171,6 +172,8 @@ def _compare(args: argparse.Namespace) -> int:
             return 2
     if args.repeats is not None and args.repeats < 1:
         print("error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    if not _writable(args.json, args.markdown, args.plot):  # before minutes of measuring
         return 2
     targets, skipped = [], []
     for target in args.targets:
@@ -244,10 +247,13 @@ def zoo_targets(names: Sequence[str] | None = None) -> tuple[list[str], list[dic
     return found, missing
 
 
-def _max_error(actual, expected) -> float:
-    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    finite = np.isfinite(a) & np.isfinite(e)
-    return float(np.max(np.abs(a - e)[finite], initial=0.0))
+def _writable(*paths: str | None) -> bool:
+    """Whether every given output path's folder exists (else says which does not)."""
+    for path in paths:
+        if path and not Path(path).resolve().parent.is_dir():
+            print(f"error: cannot write {path}: no folder {Path(path).parent}", file=sys.stderr)
+            return False
+    return True
 
 
 def _render_svg(dot_source: str, path: str) -> bool:

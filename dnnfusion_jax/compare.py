@@ -149,7 +149,8 @@ def output_errors(actual: Any, expected: Any) -> tuple[float, float, bool]:
         if not same_special.all():
             return float("inf"), float("inf"), False
         both = finite_a & finite_e
-        error = float(np.max(np.abs(a - e)[both], initial=0.0))
+        difference = np.subtract(a, e, out=np.zeros_like(a), where=both)  # no inf - inf
+        error = float(np.max(np.abs(difference), initial=0.0))
         scale = float(np.max(np.abs(e)[both], initial=0.0))
         worst_abs = max(worst_abs, error)
         worst_rel = max(worst_rel, error / scale if scale else (0.0 if error == 0 else

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 from collections.abc import Sequence
@@ -81,10 +82,17 @@ def machine_info() -> dict[str, Any]:
 def write_json(path: str, rows: Sequence[dict[str, Any]], skipped: Sequence[dict] = (),
                failed: Sequence[dict] = ()) -> None:
     """Every figure of every row, plus ``machine``, the ``skipped`` and ``failed`` targets."""
+    document = {"machine": machine_info(), "models": [_json_safe(row) for row in rows],
+                "skipped": list(skipped), "failed": list(failed)}
     with open(path, "w") as file:
-        json.dump({"machine": machine_info(), "models": list(rows), "skipped": list(skipped),
-                   "failed": list(failed)}, file, indent=2, default=str)
+        json.dump(document, file, indent=2, default=str, allow_nan=False)
         file.write("\n")
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with inf and NaN floats as the strings "inf", "-inf" and "nan" (JSON has none)."""
+    return {key: (str(value) if isinstance(value, float) and not math.isfinite(value) else value)
+            for key, value in row.items()}
 
 
 def plot(rows: Sequence[dict[str, Any]], path: str) -> None:

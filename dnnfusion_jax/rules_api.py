@@ -266,6 +266,8 @@ def load_rules_file(path: str | Path) -> list[Rule]:
     rules = getattr(module, "RULES", None)
     if rules is None:
         rules = [v for v in vars(module).values() if isinstance(v, Rule)]
+        if not rules:
+            raise ValueError(f"{path}: defines no rules (neither a RULES list nor Rule objects)")
     rules = [rules] if isinstance(rules, Rule) else rules
     if not isinstance(rules, (list, tuple)) or not all(isinstance(r, Rule) for r in rules):
         raise ValueError(f"{path}: RULES must be a list of dnnfusion_jax.rules_api.Rule objects")

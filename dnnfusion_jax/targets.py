@@ -37,10 +37,23 @@ def load_target(target: str) -> tuple[Callable, tuple[Any, ...], str]:
     if not callable(factory):
         raise ValueError(f"{location} has no callable {attr!r}; it should define "
                          f"{attr}() -> (fn, args)")
+    import inspect
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as error:  # the model itself, or a factory that needs arguments
+        raise ValueError(f"{target}: {attr} must be callable with no arguments and return "
+                         f"(fn, args); calling {attr}() fails: {error}") from None
+    except ValueError:
+        pass  # a builtin without a signature: try the call
     result = factory()
     if not (isinstance(result, tuple) and len(result) == 2 and callable(result[0])):
-        raise ValueError(f"{target}: {attr}() must return (fn, args), got {type(result).__name__}")
+        got = (f"a tuple of {len(result)}" if isinstance(result, tuple) else
+               type(result).__name__)
+        raise ValueError(f"{target}: {attr}() must return (fn, args), got {got}")
     fn, args = result
+    if not isinstance(args, (tuple, list)):
+        raise ValueError(f"{target}: {attr}() must return (fn, args) with args a tuple of "
+                         f"the arguments, got {type(args).__name__} (for one argument: (x,))")
     name = f"{Path(location).stem}" + (f":{attr}" if attr != "example" else "")
     return fn, tuple(args), name
 

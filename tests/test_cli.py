@@ -1,4 +1,5 @@
 """``python -m dnnfusion_jax explain``: the report, the check against jax.jit, DOT and SVG."""
+import json
 import shutil
 import subprocess
 import sys
@@ -56,3 +57,47 @@ def test_module_entry_point_runs(model_file):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "matches jax.jit" in result.stdout
+
+
+SHAPES_OF_MISTAKES = '''
+import jax.numpy as jnp
+
+def takes_args(n):
+    return (lambda x: x * n), (jnp.ones(3),)
+
+def args_not_tuple():
+    return (lambda x: x * 2), jnp.ones(3)
+
+def overflow():  # XLA simplifies log(exp(x)) to x; the kernels compute it (inf at 100)
+    return (lambda x: jnp.log(jnp.exp(x)) * 2), (jnp.array([-1.0, 100.0, -200.0]),)
+'''
+
+
+@pytest.mark.parametrize("attr, message", [
+    ("takes_args", "must be callable with no arguments"),
+    ("args_not_tuple", "args a tuple of the arguments, got ArrayImpl"),
+])
+def test_factory_mistakes_are_named(tmp_path, capsys, attr, message):
+    path = tmp_path / "mistakes.py"
+    path.write_text(SHAPES_OF_MISTAKES)
+    assert main(["explain", f"{path}:{attr}"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_nonfinite_mismatches_are_reported_and_json_stays_json(tmp_path, capsys):
+    path = tmp_path / "mistakes.py"
+    path.write_text(SHAPES_OF_MISTAKES)
+    assert main(["explain", f"{path}:overflow"]) == 1
+    assert "DOES NOT MATCH jax.jit (inf or NaN where" in capsys.readouterr().out
+    out = tmp_path / "c.json"
+    assert main(["compare", f"{path}:overflow", "--repeats", "1", "--json", str(out)]) == 1
+    row = json.loads(out.read_text(), parse_constant=pytest.fail)["models"][0]  # no Infinity
+    assert row["max_abs_err"] == "inf" and row["matches"] is False
+
+
+def test_unwritable_outputs_fail_before_any_work(model_file, tmp_path, capsys):
+    missing = tmp_path / "no" / "such"
+    assert main(["compare", str(model_file), "--json", str(missing / "x.json")]) == 2
+    assert main(["explain", str(model_file), "--dot", str(missing / "x.dot")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("cannot write") == 2 and "[1/1]" not in err

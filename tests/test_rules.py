@@ -111,6 +111,7 @@ def test_numbers_and_single_guards_are_accepted():
     ("RULES = [Rule('x', 'f', 'l', exp(V('a')), V('a'), guard=(Nonneg(V('b')),))]\n",
      "names ['b']"),
     ("RULES = [1, 2]\n", "RULES must be a list"),
+    ("x = 1\n", "defines no rules"),
 ])
 def test_broken_rule_files_are_one_line_errors(tmp_path, capsys, text, message):
     path = tmp_path / "mine.py"
