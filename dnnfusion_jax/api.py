@@ -43,9 +43,17 @@ class DnnFusionFunction:
     """
 
     def __init__(self, fun: Callable, options: Options, static_argnums: Iterable[int] = (),
-                 static_argnames: Iterable[str] = (), donate_argnums: Iterable[int] = ()) -> None:
+                 static_argnames: Iterable[str] = (), donate_argnums: Iterable[int] = (),
+                 donate_argnames: Iterable[str] = ()) -> None:
         if not callable(fun):
             raise TypeError(f"dnnfusion.jit expects a callable, got {fun!r}")
+        for name, value, kind in (("static_argnums", static_argnums, int),
+                                  ("donate_argnums", donate_argnums, int),
+                                  ("static_argnames", static_argnames, str),
+                                  ("donate_argnames", donate_argnames, str)):
+            if not all(isinstance(v, kind) and not isinstance(v, bool) for v in _as_tuple(value)):
+                raise TypeError(f"dnnfusion.jit option {name} takes {kind.__name__}s, "
+                                f"got {value!r}")
         self.fun = fun
         self.options = options
         self.static_argnums, self.static_argnames = _resolve_static(
@@ -59,18 +67,23 @@ class DnnFusionFunction:
 
         self._jitted = jax.jit(traced_body, static_argnums=self.static_argnums,
                                static_argnames=self.static_argnames,
-                               donate_argnums=_as_tuple(donate_argnums))
+                               donate_argnums=_as_tuple(donate_argnums),
+                               donate_argnames=_as_tuple(donate_argnames))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._jitted(*args, **kwargs)
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        # Decorating a method: bind ``self`` like a plain function would.
-        return self if instance is None else functools.partial(self, instance)
+        # Decorating a method: bind ``self`` like a plain function would, keeping explain()
+        return self if instance is None else BoundDnnFusionFunction(self, instance)
 
     def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
         """The ``jax.stages.Lowered`` of the optimised function (as ``jax.jit(f).lower``)."""
         return self._jitted.lower(*args, **kwargs)
+
+    def trace(self, *args: Any, **kwargs: Any) -> jax.stages.Traced:
+        """The ``jax.stages.Traced`` of the optimised function (as ``jax.jit(f).trace``)."""
+        return self._jitted.trace(*args, **kwargs)
 
     def explain(self, *args: Any, **kwargs: Any) -> Report:
         """The report of how the function is optimised for these arguments.
@@ -126,8 +139,8 @@ class DnnFusionFunction:
 
 def jit(fun: Callable | None = None, *, backend: str = "auto",
         static_argnums: int | Iterable[int] = (), static_argnames: str | Iterable[str] = (),
-        donate_argnums: int | Iterable[int] = (), debug: bool = False,
-        **options: Any) -> Any:
+        donate_argnums: int | Iterable[int] = (), donate_argnames: str | Iterable[str] = (),
+        debug: bool = False, **options: Any) -> Any:
     """Compile ``fun`` with DNNFusion-style fusion; same calling convention as ``jax.jit``.
 
     Use bare (``@dnnfusion.jit``) or with options (``@dnnfusion.jit(backend="xla")``).
@@ -148,8 +161,41 @@ def jit(fun: Callable | None = None, *, backend: str = "auto",
     if fun is None:
         return functools.partial(jit, backend=backend, static_argnums=static_argnums,
                                  static_argnames=static_argnames, donate_argnums=donate_argnums,
-                                 debug=debug, **options)
-    return DnnFusionFunction(fun, checked, static_argnums, static_argnames, donate_argnums)
+                                 donate_argnames=donate_argnames, debug=debug, **options)
+    return DnnFusionFunction(fun, checked, static_argnums, static_argnames, donate_argnums,
+                             donate_argnames)
+
+
+class BoundDnnFusionFunction:
+    """A ``dnnfusion.jit`` method bound to its instance: call it, ``explain`` it, ``lower``
+    it, as the function with ``instance`` first.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> class Scale:
+        ...     factor = 2.0
+        ...     @jit(static_argnums=0)  # self is static, as with jax.jit
+        ...     def __call__(self, x):
+        ...         return x * self.factor
+        >>> Scale()(jnp.ones(2)).tolist(), Scale().__call__.explain(jnp.ones(2)).summary()["blocks"]
+        ([2.0, 2.0], 1)
+    """
+
+    def __init__(self, function: DnnFusionFunction, instance: Any) -> None:
+        self.function, self.instance = function, instance
+        functools.update_wrapper(self, function.fun)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(self.instance, *args, **kwargs)
+
+    def explain(self, *args: Any, **kwargs: Any) -> Report:
+        return self.function.explain(self.instance, *args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+        return self.function.lower(self.instance, *args, **kwargs)
+
+    def trace(self, *args: Any, **kwargs: Any) -> jax.stages.Traced:
+        return self.function.trace(self.instance, *args, **kwargs)
 
 
 def explain(fun: Callable, *args: Any, **kwargs: Any) -> Report:

@@ -100,6 +100,16 @@ def test_methods_bind_self_like_functions():
         def __eq__(self, other):
             return isinstance(other, Model)
     assert Model().apply(X).tolist() == (X * 3.0).tolist()
+    bound = Model().apply  # keeps what the function has: explain, lower, trace
+    assert bound.explain(X).summary()["blocks"] == 1
+    assert "custom_call" in bound.lower(X).as_text() and bound.trace(X).jaxpr is not None
+
+
+def test_donate_argnames_and_argument_kinds_are_checked():
+    f = dnnfusion.jit(lambda x, y: x * 2 + y, donate_argnames="y")
+    np.testing.assert_allclose(f(X, jnp.ones_like(X)), X * 2 + 1)
+    with pytest.raises(TypeError, match="static_argnums takes ints, got 'x'"):
+        dnnfusion.jit(lambda x: x, static_argnums="x")
 
 
 def test_non_array_argument_error_names_the_argument():
