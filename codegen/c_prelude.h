@@ -15,37 +15,15 @@ static inline long dnf_clamp_index(long i, long last) { return i < 0 ? 0 : (i > 
 
 /* XLA's max/min propagate NaN from either side (C's fmaxf does not), and order -0 below +0
  * (max(-0, +0) is +0, min(+0, -0) is -0). a > b ? a : b gives b when b is NaN (one vmaxps on
- * x86), so only a is tested, after it. Equal operands differ only as -0 and +0: the AND (max)
- * or OR (min) of their bits picks the right one, and is either operand for any other tie. */
-static inline float dnf_maxf(float a, float b) {
-  float larger = a > b ? a : b;
-  larger = a == b ? dnf_bits_to_float(dnf_float_to_bits(a) & dnf_float_to_bits(b)) : larger;
-  return a != a ? a : larger;
-}
-static inline float dnf_minf(float a, float b) {
-  float smaller = a < b ? a : b;
-  smaller = a == b ? dnf_bits_to_float(dnf_float_to_bits(a) | dnf_float_to_bits(b)) : smaller;
-  return a != a ? a : smaller;
-}
-static inline double dnf_bits_to_double(int64_t bits) { double d; memcpy(&d, &bits, 8); return d; }
-static inline int64_t dnf_double_to_bits(double d) { int64_t b; memcpy(&b, &d, 8); return b; }
-static inline double dnf_max(double a, double b) {
-  double larger = a > b ? a : b;
-  larger = a == b ? dnf_bits_to_double(dnf_double_to_bits(a) & dnf_double_to_bits(b)) : larger;
-  return a != a ? a : larger;
-}
-static inline double dnf_min(double a, double b) {
-  double smaller = a < b ? a : b;
-  smaller = a == b ? dnf_bits_to_double(dnf_double_to_bits(a) | dnf_double_to_bits(b)) : smaller;
-  return a != a ? a : smaller;
-}
-
-/* The same in the lanes of a reduction, except for ties: a -0 and a +0 in one lane leave the
- * one seen first, and the kernel corrects a zero result afterwards (c_render). The tie test
- * stopped gcc vectorising the lanes: a row max over 4096x1024 took 1.08 ms instead of 0.23.
- * Reductions pass their accumulator as b, which keeps the NaN test off the loop-carried chain
- * (a row max over 1024 floats in L1: 0.13 ns per element with both operands tested on the
- * chain, 0.04 like this, one thread). */
+ * x86), so only a is tested, after it: reductions pass their accumulator as b, which keeps the
+ * test off the loop-carried chain (a row max over 1024 floats in L1: 0.13 ns per element with
+ * both operands tested on the chain, 0.04 like this, one thread).
+ *
+ * The lane forms leave ties as they come: a -0 and a +0 give the second. Reductions use them
+ * in their lanes and correct a zero result afterwards (c_render): the tie test stopped gcc
+ * vectorising the lanes (a row max over 4096x1024: 1.08 ms instead of 0.23). Everything else
+ * uses the exact forms, where equal operands, which differ only as -0 and +0, give the AND
+ * (max) or OR (min) of their bits: the right zero, and either operand for any other tie. */
 static inline float dnf_lane_maxf(float a, float b) {
   float larger = a > b ? a : b;
   return a != a ? a : larger;
@@ -61,6 +39,24 @@ static inline double dnf_lane_max(double a, double b) {
 static inline double dnf_lane_min(double a, double b) {
   double smaller = a < b ? a : b;
   return a != a ? a : smaller;
+}
+static inline double dnf_bits_to_double(int64_t bits) { double d; memcpy(&d, &bits, 8); return d; }
+static inline int64_t dnf_double_to_bits(double d) { int64_t b; memcpy(&b, &d, 8); return b; }
+static inline float dnf_maxf(float a, float b) {
+  float tie = dnf_bits_to_float(dnf_float_to_bits(a) & dnf_float_to_bits(b));
+  return a == b ? tie : dnf_lane_maxf(a, b);
+}
+static inline float dnf_minf(float a, float b) {
+  float tie = dnf_bits_to_float(dnf_float_to_bits(a) | dnf_float_to_bits(b));
+  return a == b ? tie : dnf_lane_minf(a, b);
+}
+static inline double dnf_max(double a, double b) {
+  double tie = dnf_bits_to_double(dnf_double_to_bits(a) & dnf_double_to_bits(b));
+  return a == b ? tie : dnf_lane_max(a, b);
+}
+static inline double dnf_min(double a, double b) {
+  double tie = dnf_bits_to_double(dnf_double_to_bits(a) | dnf_double_to_bits(b));
+  return a == b ? tie : dnf_lane_min(a, b);
 }
 
 /* exp: x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by a degree-6 minimax

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -401,14 +402,18 @@ def _zero_sign(w: CWriter, stage: Stage) -> None:
     join, neutral = ("&", "-1") if stage.combiner == "max" else ("|", "0")
     w.open("if (acc == 0)")
     w.line(f"{bits} zero_bits = {neutral};")
-    for loop in stage.reduce_loops:
-        w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
-    value = _render_point(w, stage, {})
-    w.line(f"zero_bits {join}= {value} == 0 ? {to_bits}({value}) : {neutral};")
-    for _ in stage.reduce_loops:
-        w.close()
+    _each_point(w, stage, lambda v: f"zero_bits {join}= {v} == 0 ? {to_bits}({v}) : {neutral};")
     w.line(f"acc = {from_bits}(zero_bits);")
     w.close()
+
+
+def _each_point(w: CWriter, stage: Stage, statement: Callable[[str], str]) -> None:
+    """A serial loop nest over the stage's reduced loops running ``statement(value)``."""
+    for loop in stage.reduce_loops:
+        w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
+    w.line(statement(_render_point(w, stage, {})))
+    for _ in stage.reduce_loops:
+        w.close()
 
 
 def _render_reduction(w: CWriter, stage: Stage, parallel: bool) -> None:
@@ -422,12 +427,7 @@ def _render_reduction(w: CWriter, stage: Stage, parallel: bool) -> None:
     *outer, var = stage.reduce_loops  # lanes run along the innermost reduced loop
     if var.extent < 2 * LANES:
         w.line(f"{ctype} acc = {init};")
-        for loop in stage.reduce_loops:
-            w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
-        value = _render_point(w, stage, {})
-        w.line(f"acc = {_combine(stage, value, 'acc')};")
-        for _ in stage.reduce_loops:
-            w.close()
+        _each_point(w, stage, lambda value: f"acc = {_combine(stage, value, 'acc')};")
         w.line(f"{target} = acc;")
         return
     chunks = 64 if parallel and not outer and var.extent >= 64 * LANES * 4 else 1
