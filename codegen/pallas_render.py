@@ -13,7 +13,10 @@ Pallas stage is *array code* over a tile:
 * **Pointers.** Buffers are passed flat and every access is a masked ``plgpu.load`` or
   ``plgpu.store`` at the offsets its ``Index`` gives: Reorganize and Shuffle operators are index
   arithmetic in the kernel, never copies; a read that can leave its buffer (pad, concatenate)
-  is masked where it does, and its select discards those lanes.
+  is masked where it does, and its select discards those lanes. A masked store points its
+  masked-off lanes one past the end of the buffer: a GPU never touches them, but interpret mode
+  writes every lane (the old value where masked), and a padded lane's offset can be a real
+  lane's (lanes 5-7 of a row of 5 are the next row's 0-2), whose value it would then undo.
 * **Values between stages** stay in registers when a later stage reads them lane for lane as
   they were computed or loaded (softmax's row maximum and exponentials, layer norm's row). Any other read goes
   through memory: temporaries live in global scratch, one slot per row (extra outputs of the
@@ -42,7 +45,7 @@ Example:
         v0 = plgpu.load(in0_ref.at[r], mask=r < 24, other=np.float32(0.0))
         v1 = lax.exp(v0)
         v2 = lax.mul(v1, np.float32(2.0))
-        plgpu.store(out0_ref.at[r], v2, mask=r < 24)
+        plgpu.store(out0_ref.at[jnp.where(r < 24, r, 24)], v2, mask=r < 24)
 """
 from __future__ import annotations
 
@@ -389,9 +392,12 @@ class _Renderer:
         all of them)."""
         buffer = self.kernel.buffer(name)
         offsets = self._offsets(name, index)
-        mask = self._mask(offsets, self._argument_size(buffer))
+        size = self._argument_size(buffer)
+        mask = self._mask(offsets, size)
         at = self._index_code(offsets, axes)
         masked = f", mask={mask}" if mask else ""
+        if mask:  # masked-off lanes point past the end (see "Pointers" above)
+            at = f"jnp.where({mask}, {at}, {size})"
         if buffer.role != "temp" or buffer in self.scratch:  # else read from registers only
             self.emit(f"plgpu.store({name}_ref.at[{at}], {self._broadcast(value, axes)}"
                       f"{masked})")
