@@ -58,7 +58,8 @@ def xla_preferred(node: Node, gemm_in_kernel: GemmPolicy | None = None) -> str |
 
 def kernel_fusible(node: Node, gemm_in_kernel: GemmPolicy | None = None) -> str | None:
     """Why ``node`` may not join a generated kernel with others (None: it may)."""
-    return xla_preferred(node, gemm_in_kernel) or unsupported_reason(node)
+    # what cannot be lowered first: a measured GEMM policy would try to time it
+    return unsupported_reason(node) or xla_preferred(node, gemm_in_kernel)
 
 
 def require_kernel_block(block: Block, gemm_in_kernel: GemmPolicy | None = None) -> None:

@@ -30,7 +30,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+from .executable import UnsupportedBlock
 from .ir import Node
+from .lowering import unsupported_reason
 from .mapping_types import node_mapping_type
 from .plan import Block
 from .profitability import ProfilingDatabase, Timings, device_key
@@ -53,10 +55,15 @@ class MeasuredGemmChoice:
         self.timings = Timings(database, device_key(backend), budget)
 
     def __call__(self, node: Node) -> bool:
+        if unsupported_reason(node):  # no kernel to time (a dtype, an empty array...)
+            return False
         inputs = tuple(dict.fromkeys(node.inputs))  # a @ a reads one buffer
         block = Block(0, [node], node_mapping_type(node), inputs, tuple(node.outputs))
-        ours = self.timings.latency(block, {}, self.backend)
+        if self.timings.missing(block, [self.backend, self.reference]) > self.timings.left:
+            return self.fallback(node)  # time both or neither
+        try:
+            ours = self.timings.latency(block, {}, self.backend)
+        except UnsupportedBlock:  # the backend's own refusal: XLA's GEMM it is
+            return False
         theirs = self.timings.latency(block, {}, self.reference)
-        if ours is None or theirs is None:
-            return self.fallback(node)
         return ours <= theirs

@@ -182,8 +182,20 @@ class Timings:
         self.budget = budget
         self.measured = 0
 
+    @property
+    def left(self) -> int:
+        """Timings this object may still take."""
+        return self.budget - self.measured
+
+    def missing(self, block: Block, backends: Sequence[Any]) -> int:
+        """How many of ``backends`` have no recorded latency for ``block``."""
+        return sum(self.database.get(self._key(block, b)) is None for b in backends)
+
+    def _key(self, block: Block, backend: Any) -> str:
+        return f"{self.device}|{backend.name}|{block_signature(block.nodes, block.inputs)}"
+
     def latency(self, block: Block, constants: dict, backend: Any) -> float | None:
-        key = f"{self.device}|{backend.name}|{block_signature(block.nodes, block.inputs)}"
+        key = self._key(block, backend)
         known = self.database.get(key)
         if known is not None or self.measured >= self.budget:
             return known

@@ -5,12 +5,14 @@ backend and shape), are reused, and decide the plan.
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
 from codegen.c_backend import CBackend
 from codegen.pallas_backend import PallasBackend
+from codegen.pallas_tuning import Settings
 from dnnfusion_jax.options import profiling_database
 from dnnfusion_jax.profitability import device_key, machine_key
 
@@ -72,7 +74,24 @@ def test_gemm_goes_where_the_database_says_it_is_faster(cache_dir):
 def test_profiles_are_kept_per_device():
     assert device_key(CBackend()) == machine_key()
     assert device_key(PallasBackend(interpret=True)) == machine_key()  # runs on this CPU
-    gpu = PallasBackend(interpret=False)  # as on a GPU: keyed by its kind
-    assert device_key(gpu) == jax.devices()[0].device_kind
-    assert profiling_database(gpu).path.name == (
-        "profile-" + jax.devices()[0].device_kind.replace(" ", "_") + ".json")
+    gpu = PallasBackend(interpret=False)
+    gpu.__dict__["device"] = ("NVIDIA H200", Settings())  # what a GPU's backend would read
+    assert device_key(gpu) == "NVIDIA H200"
+    assert profiling_database(gpu).path.name == "profile-NVIDIA_H200.json"
+
+
+def test_pallas_gemms_are_timed_against_xla_too(cache_dir):
+    plan_ops("pallas")
+    timed = set(gemm_keys(profiling_database(PallasBackend()).entries).values())
+    assert timed == {"pallas", "xla"}
+
+
+@pytest.mark.parametrize("a, b", [
+    (np.zeros((0, 4), np.float32), np.ones((4, 3), np.float32)),    # no kernel: empty
+    (np.ones((3, 4), np.complex64), np.ones((4, 3), np.complex64)),  # no kernel: complex
+], ids=["empty", "complex"])
+def test_gemms_without_a_kernel_are_not_timed(cache_dir, a, b):
+    fn = lambda a, b: jnp.abs(a @ b) * 2  # noqa: E731
+    got = dnnfusion.jit(fn, backend="c", profile=True, fallback=False)(a, b)
+    np.testing.assert_allclose(got, jax.jit(fn)(a, b))
+    assert not gemm_keys(profiling_database(CBackend()).entries)
