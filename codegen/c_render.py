@@ -386,9 +386,9 @@ def _combine(stage: Stage, value: str, acc: str, lanes: bool = False) -> str:
     ``lanes``: in a lane reduction (the lanes, their tree, the chunks), where a float max/min
     leaves ties between -0 and +0 to ``_zero_sign`` (see ``dnf_lane_maxf``)."""
     dtype = stage.value.dtype
-    if lanes and _signed_zero_ties(stage):
-        suffix = "f" if dtype == "f32" else ""
-        return f"dnf_lane_{stage.combiner}{suffix}({value}, {acc})"
+    if _signed_zero_ties(stage):  # dnf_max[f]/dnf_min[f], or their lane forms
+        form = f"dnf_lane_{stage.combiner}" if lanes else f"dnf_{stage.combiner}"
+        return f"{form}{'f' if dtype == 'f32' else ''}({value}, {acc})"
     return _spell(Expr(stage.combiner, (stage.value, stage.value), dtype), [value, acc])
 
 
@@ -398,11 +398,11 @@ def _float_max_min(expr: Expr, operands: list[str]) -> str:
     (relu's max(x, 0.0) is +0.0 at x = -0.0: the constant), min(x, c) for c not +0.0. The tie
     test cost relu 14% here."""
     suffix = "f" if expr.dtype == "f32" else ""
-    negative = expr.op == "max"  # max(x, -0.0) and min(x, +0.0) would answer a tie wrongly
+    wrong_zero_is_negative = expr.op == "max"  # max(x, -0.0), min(x, +0.0): a tie goes wrong
     for position in (1, 0):
         arg = expr.args[position]
-        if arg.op == "const" and not (arg.attrs[0] == 0
-                                      and bool(np.signbit(arg.attrs[0])) == negative):
+        if arg.op == "const" and not (arg.attrs[0] == 0 and
+                                      bool(np.signbit(arg.attrs[0])) == wrong_zero_is_negative):
             other = operands[1 - position]
             return f"dnf_lane_{expr.op}{suffix}({other}, {operands[position]})"
     return _FLOAT_FUNCTIONS[expr.op][expr.dtype == "f64"].format(*operands)

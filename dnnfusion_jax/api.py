@@ -189,12 +189,15 @@ class BoundDnnFusionFunction:
         return self.function(self.instance, *args, **kwargs)
 
     def explain(self, *args: Any, **kwargs: Any) -> Report:
+        """The report for ``instance.method(*args)``."""
         return self.function.explain(self.instance, *args, **kwargs)
 
     def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+        """The ``jax.stages.Lowered`` of ``instance.method(*args)``."""
         return self.function.lower(self.instance, *args, **kwargs)
 
     def trace(self, *args: Any, **kwargs: Any) -> jax.stages.Traced:
+        """The ``jax.stages.Traced`` of ``instance.method(*args)``."""
         return self.function.trace(self.instance, *args, **kwargs)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -44,13 +45,13 @@ from .targets import load_target
 RTOL = ATOL = 1e-5
 
 
-
 def _positive(text: str) -> int:
     """argparse type: an integer of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
     return value
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dnnfusion_jax",
@@ -250,8 +251,10 @@ def zoo_targets(names: Sequence[str] | None = None) -> tuple[list[str], list[dic
 def _writable(*paths: str | None) -> bool:
     """Whether every given output path's folder exists (else says which does not)."""
     for path in paths:
-        if path and not Path(path).resolve().parent.is_dir():
-            print(f"error: cannot write {path}: no folder {Path(path).parent}", file=sys.stderr)
+        folder = Path(path).resolve().parent if path else None
+        if folder and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            why = "not writable" if folder.is_dir() else "no such folder"
+            print(f"error: cannot write {path}: {folder} is {why}", file=sys.stderr)
             return False
     return True
 

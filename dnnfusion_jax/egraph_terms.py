@@ -194,7 +194,8 @@ def _fact_rules() -> list:
         rule(eq(_r).to(Term.bin("mul", _a, _a))).then(nonneg(_r)),
         rule(eq(_r).to(Term.bin("max", _a, _b)), nonneg(_a)).then(nonneg(_r)),
         rule(eq(_r).to(Term.bin("max", _a, _b)), nonneg(_b)).then(nonneg(_r)),
-        # a zero scalar is +0.0: -0.0 literals are leaves and folds never make a zero
+        # a zero scalar is +0.0: -0.0 literals are leaves, folds that are zero in f64 are
+        # refused (one that underflows in f32 keeps the sign its factors give it)
         rule(eq(_r).to(Term.scalar(_v, _dt, _w)), _v >= 0.0).then(nonneg(_r)),
         rule(eq(_r).to(Term.scalar(_v, _dt, _w))).then(finite(_r)),
         rule(eq(_r).to(Term.scalar(_v, _dt, _w)), _v >= 1e-18, _v <= 1e18).then(moderate(_r)),

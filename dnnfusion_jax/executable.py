@@ -86,12 +86,13 @@ class Executable:
 
 
 def _weak_as_traced(value: Any, var: Var) -> Any:
-    """``value`` weakly typed where the traced output was (``jnp.float32(2) * s`` for a Python
-    float ``s``): a kernel's result is strongly typed, and the weak type decides the dtype of
-    what the caller computes with it (weak f32 + bf16 is bf16, strong f32 + bf16 is f32)."""
+    """``value`` weakly typed where the traced output was (``s * 2.0`` for a Python float
+    ``s``): a kernel's result is strongly typed, and the weak type decides the dtype of what
+    the caller computes with it (weak f32 + bf16 is bf16, strong f32 + bf16 is f32)."""
     if not var.weak_type or getattr(getattr(value, "aval", None), "weak_type", True):
         return value
-    from jax._src.lax import lax as lax_internal  # the one way to set the flag: jnp's own
+    # jax has no public way to set the flag; jnp uses this one (checked with jax 0.10.2)
+    from jax._src.lax import lax as lax_internal
     return lax_internal._convert_element_type(value, np.dtype(var.dtype), weak_type=True)
 
 

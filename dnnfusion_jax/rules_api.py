@@ -125,7 +125,11 @@ class Rule:
 
 def _as_tuple(items: Any, kind: type, rule: str, option: str) -> tuple:
     """``items`` as a tuple of ``kind`` (one item alone is accepted as a tuple of one)."""
-    items = (items,) if isinstance(items, kind) else tuple(items)
+    items = () if items is None else (items,) if isinstance(items, kind) else items
+    if not isinstance(items, (tuple, list)):
+        raise TypeError(f"rule {rule}: {option} takes a tuple of {kind.__name__} objects, "
+                        f"got {items!r}")
+    items = tuple(items)
     for item in items:
         if not isinstance(item, kind):
             raise TypeError(f"rule {rule}: {option} takes {kind.__name__} objects, got {item!r}")

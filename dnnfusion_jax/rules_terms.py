@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -118,8 +119,12 @@ def V(name: str) -> Pat:  # noqa: N802 (reads like a type in rules)
 
 
 def scalar(value: float) -> Pat:
-    """A float scalar constant (a literal in the traced program)."""
-    return Pat("scalar", float(value))
+    """A float scalar constant (a literal in the traced program); not -0.0, which egglog's f64
+    does not tell from 0.0 (the translation keeps -0.0 literals out of the e-graph)."""
+    value = float(value)
+    if value == 0 and math.copysign(1.0, value) < 0:
+        raise ValueError("a rule scalar cannot be -0.0: egglog's f64 holds it equal to 0.0")
+    return Pat("scalar", value)
 
 
 def C(name: str) -> Pat:  # noqa: N802

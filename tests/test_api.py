@@ -232,6 +232,8 @@ SIGNED_ZEROS = {
         1 / jnp.min(jnp.tile(x[:2], (3, 40)) * 1.0, axis=1),
         1 / jnp.max(jnp.tile(x[1:2], (3, 40)) * -1.0, axis=1),
         1 / jnp.min(jnp.tile(x[1:2], (2, 9)) * 1.0)),
+    "constants whose ties are wrong": lambda x: (1 / jnp.maximum(x * 1.0, -0.0),
+                                                 1 / jnp.minimum(x * 1.0, 0.0)),
 }
 
 
@@ -270,3 +272,14 @@ def test_typed_prng_keys_pass_through():
     keys = dnnfusion.jit(lambda k: jax.random.split(k), fallback=False)(key)
     np.testing.assert_array_equal(jax.random.key_data(keys),
                                   jax.random.key_data(jax.random.split(key)))
+
+
+def test_long_c_reductions_order_zeros_as_lax_says():
+    """max over -0 and +0 is +0, min is -0 (lax.max/min), also over a row long enough for the C
+    kernel's chunked lanes and their zero pass. Checked against the rule, not jax.jit: XLA's
+    own long-row reductions pick either zero (8192 zeros: its min gave +0 here; the Pallas
+    backend, whose interpret mode reduces with XLA, follows it)."""
+    zeros = np.tile(np.array([-0.0, 0.0], np.float32), 4096)
+    fn = lambda z: (1 / jnp.max(z * 1.0), 1 / jnp.min(z * 1.0))  # noqa: E731
+    high, low = dnnfusion.jit(fn, backend="c", fallback=False)(zeros)
+    assert float(high) == np.inf and float(low) == -np.inf
