@@ -96,9 +96,9 @@ class Options:
 
     backend:  "auto", or a name in BACKENDS.
     planner:  a name in PLANNERS.
-    profile:  settle the planner's YELLOW decisions, and which GEMMs run inside kernels, by
-              timing kernels on this device (kept in a profiling database next to the
-              compile cache) instead of the cost model and FLOP limits.
+    profile:  with the dnnfusion planner, settle its YELLOW decisions, and which GEMMs run
+              inside kernels, by timing kernels on this device (kept in a profiling database
+              next to the compile cache) instead of the cost model and FLOP limits.
     rewrite:  simplify, then rewrite by algebra in an e-graph, before planning.
     rules:    the e-graph's rules: None (the library's defaults), a Rule, a path to a rule
               file, "default", or a tuple of those (``("default", my_rule)`` adds to the
