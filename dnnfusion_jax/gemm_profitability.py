@@ -28,7 +28,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .executable import UnsupportedBlock
 from .ir import Node
