@@ -18,18 +18,19 @@ Pallas stage is *array code* over a tile:
   writes every lane (the old value where masked), and a padded lane's offset can be a real
   lane's (lanes 5-7 of a row of 5 are the next row's 0-2), whose value it would then undo.
 * **Values between stages** stay in registers when a later stage reads them lane for lane as
-  they were computed or loaded (softmax's row maximum and exponentials, layer norm's row). Any other read goes
-  through memory: temporaries live in global scratch, one slot per row (extra outputs of the
-  call, dropped after it), and the reading stage starts with ``BARRIER()``: a block barrier on
-  a GPU (the program's threads see each other's writes), nothing in interpret mode. A kernel
-  that reads an output it wrote in another row's place runs as one program.
+  they were computed or loaded (softmax's row maximum and exponentials, layer norm's row).
+  Any other read goes through memory: temporaries live in global scratch, one slot per row
+  (extra outputs of the call, dropped after it), and the reading stage starts with
+  ``BARRIER()``: a block barrier on a GPU (the program's threads see each other's writes),
+  nothing in interpret mode. A kernel that reads an output it wrote in another row's place
+  runs as one program.
 * **Operations** are ``lax`` functions (XLA semantics: NaN-propagating max/min, C-style integer
   division); those Triton lacks (erf, erfc, round) come from ``pallas_math`` as ``pm.*``. A
   GEMM stage (from a dot_general the backend took into the kernel) is one ``lax.dot_general``
   of two tiles, Triton's ``tl.dot``, when each tile side is 16 or more.
 
 The source expects ``jax, jnp, lax, np, pl, plgpu, pm``, ``INTERPRET`` and ``BARRIER``
-(``pallas_backend.namespace``).
+(``pallas_backend.namespace``); its spelling tables are ``pallas_spelling``.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -52,53 +53,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
 
+from dnnfusion_jax.guarded_loads import index_vars
 from dnnfusion_jax.kernel_ir import (Buffer, Div, Expr, Index, LoopKernel, LoopVar, Stage,
                                      expr_nodes, render_expr)
 
-from dnnfusion_jax.guarded_loads import index_vars
-
 from .pallas_grid import grid_shape, is_contraction, next_power_of_two
-
-PALLAS_OPS = {
-    # kernel IR operation → spelling; {0} {1} {2} are operands (arrays or scalars)
-    "neg": "lax.neg({0})", "abs": "lax.abs({0})", "exp": "lax.exp({0})",
-    "exp2": "lax.exp2({0})", "log": "lax.log({0})", "log1p": "lax.log1p({0})",
-    "expm1": "lax.expm1({0})", "tanh": "lax.tanh({0})", "logistic": "lax.logistic({0})",
-    "sqrt": "lax.sqrt({0})", "rsqrt": "lax.rsqrt({0})", "cbrt": "lax.cbrt({0})",
-    "sin": "lax.sin({0})", "cos": "lax.cos({0})", "tan": "lax.tan({0})",
-    "floor": "lax.floor({0})", "ceil": "lax.ceil({0})",
-    "round_away": "pm.round_away({0})", "round_even": "pm.round_even({0})",
-    "sign": "lax.sign({0})", "erf": "pm.erf({0})", "erfc": "pm.erfc({0})",
-    "is_finite": "lax.is_finite({0})", "not": "lax.bitwise_not({0})",
-    "square": "lax.square({0})",
-    "add": "lax.add({0}, {1})", "sub": "lax.sub({0}, {1})", "mul": "lax.mul({0}, {1})",
-    "div": "lax.div({0}, {1})",  # integers: rounds toward zero, as XLA
-    "rem": "lax.rem({0}, {1})",  # the sign of the dividend (C fmod), as XLA
-    "max": "lax.max({0}, {1})", "min": "lax.min({0}, {1})",  # NaN-propagating, as XLA
-    "pow": "lax.pow({0}, {1})", "atan2": "lax.atan2({0}, {1})",
-    "and": "lax.bitwise_and({0}, {1})", "or": "lax.bitwise_or({0}, {1})",
-    "xor": "lax.bitwise_xor({0}, {1})",
-    "eq": "lax.eq({0}, {1})", "ne": "lax.ne({0}, {1})", "lt": "lax.lt({0}, {1})",
-    "le": "lax.le({0}, {1})", "gt": "lax.gt({0}, {1})", "ge": "lax.ge({0}, {1})",
-    "select": "jnp.where({0}, {1}, {2})",  # lax.select does not broadcast size-1 dimensions
-}
-"""Kernel IR operation → Pallas spelling: the primitives ``jax.jit`` itself runs, or their
-``pallas_math`` forms where Triton has no rule."""
-
-REDUCERS = {"add": "lax.reduce_sum", "mul": "lax.reduce_prod", "max": "lax.reduce_max",
-            "min": "lax.reduce_min", "and": "lax.reduce_and", "or": "lax.reduce_or"}
-"""Reduce-stage combiner → reduction over an array axis."""
-
-JNP_DTYPES = {"f32": "jnp.float32", "f64": "jnp.float64", "i32": "jnp.int32",
-              "i64": "jnp.int64", "u32": "jnp.uint32", "u8": "jnp.uint8", "i8": "jnp.int8",
-              "bool": "jnp.bool_"}
-NP_SCALARS = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64",
-              "u32": "np.uint32", "u8": "np.uint8", "i8": "np.int8", "bool": "np.bool_"}
-
-INDEX_DTYPES = ("i32", "i64")  # index arithmetic is int32 (buffers stay below 2**31 elements)
-COMMENT_WIDTH = 100
+from .pallas_spelling import (INDEX_DTYPES, JNP_DTYPES, PALLAS_OPS, REDUCERS, comment, literal,
+                              shape_args, shape_tuple)
 
 
 class Unrenderable(Exception):
@@ -196,7 +158,7 @@ class _Renderer:
         out_shapes = [f"jax.ShapeDtypeStruct(({b.size},), {JNP_DTYPES[b.dtype]})"
                       for b in k.outputs]
         out_shapes += [f"jax.ShapeDtypeStruct(({n},), {JNP_DTYPES[t.dtype]})" for t, n in slots]
-        results = [f"outs[{n}].reshape({_args(b.shape)})" for n, b in enumerate(k.outputs)]
+        results = [f"outs[{n}].reshape({shape_args(b.shape)})" for n, b in enumerate(k.outputs)]
         walked = ", ".join(f"{v}<{v.extent}" for v in self.grid.walked) or "one point"
         note = " (one program: a stage reads other rows' outputs)" if self.grid.one_program \
             else ""
@@ -236,7 +198,7 @@ class _Renderer:
                 + ", ".join(f"{v}<{v.extent}" for v in stage.reduce_loops) + ": ")
         where = ", ".join((["rows"] if self.kernel.rows else [])
                           + [f"{v}<{v.extent}" for v in stage.loops])
-        self.emit(_comment(head + render_expr(stage.value), f"  for {where or '()'}"))
+        self.emit(comment(head + render_expr(stage.value), f"  for {where or '()'}"))
         self.position = position
         if self.known and position in self.known.barriers:
             self.emit("BARRIER()  # what earlier stages stored is read below")
@@ -273,8 +235,8 @@ class _Renderer:
             return None
         ok = self._ok(reduced)
         if ok:
-            x = self._assign(f"jnp.where({ok}, {x}, {_literal(0, value.dtype)})", self._varies(x))
-            y = self._assign(f"jnp.where({ok}, {y}, {_literal(0, value.dtype)})", self._varies(y))
+            x = self._assign(f"jnp.where({ok}, {x}, {literal(0, value.dtype)})", self._varies(x))
+            y = self._assign(f"jnp.where({ok}, {y}, {literal(0, value.dtype)})", self._varies(y))
         product = (f"lax.dot_general({x}.reshape({row.size}, {reduced.size}), "
                    f"{y}.reshape({kept.size}, {reduced.size}), (((1,), (1,)), ((), ())), "
                    f"precision=lax.Precision.HIGHEST, "
@@ -312,7 +274,7 @@ class _Renderer:
         self.loads: dict[tuple[str, Index], str] = {}
         for axis in self.axes.values():
             shape = self._shape({axis.var})
-            iota = f"lax.broadcasted_iota(jnp.int32, {_tuple(shape)}, {axis.position})"
+            iota = f"lax.broadcasted_iota(jnp.int32, {shape_tuple(shape)}, {axis.position})"
             if axis.var.name == "r":
                 iota = f"pl.program_id(0) * {self.block} + {iota}"
             self.emit(f"{axis.var.name} = {iota}")
@@ -329,7 +291,7 @@ class _Renderer:
         return f"{axis.var.name} < {axis.extent}"
 
     def _reduce(self, stage: Stage, value: str) -> str:
-        init = _literal(stage.init, stage.value.dtype)
+        init = literal(stage.init, stage.value.dtype)
         if self.reduced is None:  # a reduction over size-1 loops: one combine with the identity
             return self._assign(PALLAS_OPS[stage.combiner].format(init, value),
                                 self._varies(value))
@@ -381,7 +343,7 @@ class _Renderer:
             self.barriers.add(self.position)
         mask = self._mask(offsets, self._argument_size(buffer))
         at = self._index_code(offsets)
-        masked = f", mask={mask}, other={_literal(0, buffer.dtype)}" if mask else ""
+        masked = f", mask={mask}, other={literal(0, buffer.dtype)}" if mask else ""
         self.loads[(name, index)] = result = self._assign(
             f"plgpu.load({name}_ref.at[{at}]{masked})", frozenset(index_vars(offsets)))
         self._remember(name, offsets, result)  # a later stage reading the same lanes reuses it
@@ -428,7 +390,7 @@ class _Renderer:
                 here = frozenset(mapping[v] for v in varies)
                 shape = self._shape(here)
                 held = tuple(lanes[v][2] if v in varies else 1 for v in sorted(lanes, key=order))
-                code = value if held == shape else f"{value}.reshape({_args(shape)})"
+                code = value if held == shape else f"{value}.reshape({shape_args(shape)})"
                 alias = self.fresh()
                 self.emit(f"{alias} = {code}  # {name} at these lanes, as held above")
                 self.varies[alias] = here
@@ -454,7 +416,7 @@ class _Renderer:
         names: dict[Expr, str] = {}
         for expr in expr_nodes(roots):
             if expr.op == "const":
-                names[expr] = _literal(expr.attrs[0], expr.dtype)
+                names[expr] = literal(expr.attrs[0], expr.dtype)
             elif expr.op == "load":
                 names[expr] = self._load(expr)
             elif expr.op == "index":
@@ -492,17 +454,17 @@ class _Renderer:
         """``value`` over the tile of ``axes`` (as it is when it varies along all of them)."""
         if self._varies(value) == axes and value in self.varies:
             return value
-        return f"jnp.broadcast_to({value}, {_tuple(self._shape(axes))})"
+        return f"jnp.broadcast_to({value}, {shape_tuple(self._shape(axes))})"
 
     def _index_code(self, index: Index, axes: frozenset[LoopVar] | None = None) -> str:
         """int32 array code of ``index`` over the stage's lanes (over the tile of ``axes``
         when given; otherwise varying only where it does, at the tile's rank)."""
         if not index.terms:  # a constant: still an array
             shape = self._shape(set(axes or ()))
-            return f"jnp.full({_tuple(shape)}, {index.const}, jnp.int32)"
+            return f"jnp.full({shape_tuple(shape)}, {index.const}, jnp.int32)"
         text = self._index_text(index)
         if axes is not None and frozenset(index_vars(index)) != axes:
-            return f"jnp.broadcast_to({text}, {_tuple(self._shape(set(axes)))})"
+            return f"jnp.broadcast_to({text}, {shape_tuple(self._shape(set(axes)))})"
         return text
 
     def _index_text(self, index: Index) -> str:
@@ -534,33 +496,3 @@ def substitute(index: Index, mapping: dict[LoopVar, Index]) -> Index:
             term = substitute(atom.index, mapping).digit(atom.divisor, atom.modulus)
         result = result + term * coef
     return result
-
-
-def _tuple(values: tuple) -> str:
-    return f"({values[0]},)" if len(values) == 1 else f"({', '.join(map(str, values))})"
-
-
-def _args(values: tuple) -> str:
-    """Arguments of ``reshape``: ``2, 3`` (``()`` for a scalar shape)."""
-    return ", ".join(map(str, values)) if values else "()"
-
-
-def _literal(value: Any, dtype: str) -> str:
-    """A typed scalar that reads back exactly (inf and NaN by name)."""
-    if value in ("min", "max"):
-        return f"np.iinfo({NP_SCALARS[dtype]}).{value}"
-    if dtype in ("f32", "f64"):
-        value = float(value)
-        text = ("np.nan" if math.isnan(value) else
-                ("-np.inf" if value < 0 else "np.inf") if math.isinf(value) else repr(value))
-        return f"{NP_SCALARS[dtype]}({text})"
-    if dtype == "bool":
-        return f"np.bool_({bool(value)})"
-    if dtype in INDEX_DTYPES:  # compared with int32 index arithmetic: keep it weakly typed
-        return str(int(value)) if dtype == "i64" else f"np.int32({int(value)})"
-    return f"{NP_SCALARS[dtype]}({int(value)})"
-
-
-def _comment(text: str, suffix: str) -> str:
-    room = COMMENT_WIDTH - len(suffix) - 2
-    return "# " + (text if len(text) <= room else text[:room - 3] + "...") + suffix
