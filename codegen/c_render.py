@@ -367,8 +367,33 @@ def _render_in_place(w: CWriter, stage: Stage, parallel: bool) -> int:
             w.line("#pragma omp simd")
         w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
     value = _render_point(w, stage, {})
-    w.line(f"{target} = {_combine(stage, value, target)};")
-    return len(nest)
+    w.line(f"{target} = {_combine(stage, value, target, lanes=True)};")
+    if not _signed_zero_ties(stage):
+        return len(nest)
+    for _ in nest:
+        w.close()
+    _zero_sign_in_place(w, stage, target)
+    return 0
+
+
+def _zero_sign_in_place(w: CWriter, stage: Stage, target: str) -> None:
+    """After in-place lane combines that may have kept the wrong zero: each element that came
+    out zero is combined again, exactly, with every zero of its points (the AND or OR of their
+    bits, ``_zero_sign``). One more pass, only when some element is zero."""
+    w.line("int zero_result = 0;")
+    for loop in stage.loops:
+        w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
+    w.line(f"zero_result |= {target} == 0;")
+    for _ in stage.loops:
+        w.close()
+    w.open("if (zero_result)")
+    for var in stage.nest:
+        w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
+    value = _render_point(w, stage, {})
+    w.line(f"if ({value} == 0 && {target} == 0) {target} = {_combine(stage, value, target)};")
+    for _ in stage.nest:
+        w.close()
+    w.close()
 
 
 def _render_point(w: CWriter, stage: Stage, names: dict[LoopVar, str]) -> str:

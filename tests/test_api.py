@@ -283,3 +283,7 @@ def test_long_c_reductions_order_zeros_as_lax_says():
     fn = lambda z: (1 / jnp.max(z * 1.0), 1 / jnp.min(z * 1.0))  # noqa: E731
     high, low = dnnfusion.jit(fn, backend="c", fallback=False)(zeros)
     assert float(high) == np.inf and float(low) == -np.inf
+    rows = np.stack([np.full(256, -0.0, np.float32), np.zeros(256, np.float32)])
+    columns = lambda z: (1 / jnp.max(z * 1.0, axis=0), 1 / jnp.min(z[::-1] * 1.0, axis=0))  # noqa: E731
+    high, low = dnnfusion.jit(columns, backend="c", fallback=False)(rows)  # in memory order
+    assert (np.asarray(high) == np.inf).all() and (np.asarray(low) == -np.inf).all()
