@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 from dnnfusion_jax.guarded_loads import index_vars
 from dnnfusion_jax.kernel_ir import (Buffer, Div, Expr, Index, LoopKernel, LoopVar, Stage,
-                                     expr_nodes, render_expr)
+                                     expr_nodes, render_expr, substitute)
 
 from .pallas_grid import grid_shape, is_contraction, next_power_of_two
 from .pallas_spelling import (INDEX_DTYPES, JNP_DTYPES, PALLAS_OPS, REDUCERS, comment, literal,
@@ -482,17 +482,3 @@ class _Renderer:
         if index.const or not parts:
             parts.append(str(index.const))
         return f"({' + '.join(parts)})" if len(parts) > 1 else parts[0]
-
-
-def substitute(index: Index, mapping: dict[LoopVar, Index]) -> Index:
-    """``index`` with loop variables replaced (rebuilt with Index's simplifying operations)."""
-    result = Index.constant(index.const)
-    for atom, coef in index.terms:
-        if isinstance(atom, LoopVar):
-            term = mapping.get(atom, Index.var(atom))
-        elif isinstance(atom, Div):
-            term = substitute(atom.index, mapping) // atom.divisor
-        else:
-            term = substitute(atom.index, mapping).digit(atom.divisor, atom.modulus)
-        result = result + term * coef
-    return result

@@ -254,6 +254,26 @@ def delinearize(flat: Index, shape: tuple[int, ...]) -> list[Index]:
     return indices
 
 
+def substitute(index: Index, mapping: dict[LoopVar, Index]) -> Index:
+    """``index`` with loop variables replaced, inside divisions and remainders too (rebuilt
+    with Index's simplifying operations).
+
+    >>> i, j = LoopVar("i", 4), LoopVar("j", 6)
+    >>> substitute(Index.var(i) * 6 + 1, {i: Index.var(j) + 2}) == Index.var(j) * 6 + 13
+    True
+    """
+    result = Index.constant(index.const)
+    for atom, coef in index.terms:
+        if isinstance(atom, LoopVar):
+            term = mapping.get(atom, Index.var(atom))
+        elif isinstance(atom, Div):
+            term = substitute(atom.index, mapping) // atom.divisor
+        else:
+            term = substitute(atom.index, mapping).digit(atom.divisor, atom.modulus)
+        result = result + term * coef
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Expressions
 

@@ -38,7 +38,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection
 
-from .kernel_ir import Div, Expr, Index, LoopVar, Mod, Stage, expr_nodes, linearize
+from .kernel_ir import (Div, Expr, Index, LoopVar, Mod, Stage, expr_nodes, linearize,
+                        substitute)
 
 MAX_CHUNKS = 64          # pieces of the outer reduced loop when stage A must be parallel
 MIN_CHUNK_WORK = 1 << 14  # points per chunk below which a chunk is not worth a thread
@@ -127,7 +128,7 @@ def split_reduction(stage: Stage, memory: Collection[str], new_temp: Callable[[t
         chunk = LoopVar(f"{first.name}_c", chunks)
         step = LoopVar(f"{first.name}_s", first.extent // chunks)
         replacement = Index.var(chunk) * step.extent + Index.var(step)
-        stage = _map_stage(stage, lambda i: _substitute(i, first, replacement))
+        stage = _map_stage(stage, lambda i: substitute(i, {first: replacement}))
         steps = (step,) if step.extent > 1 else ()
         a_order = [chunk, *(v for u in order for v in (steps if u == first else (u,)))]
         outer = (*steps, *outer[1:])
@@ -189,13 +190,6 @@ def _merge(stage: Stage, outer: LoopVar, inner: LoopVar) -> Stage:
     stage = _map_stage(stage, rewrite)
     return _replace(stage, loops=swap(stage.loops), reduce_loops=swap(stage.reduce_loops),
                     order=swap(stage.order))
-
-
-def _substitute(index: Index, var: LoopVar, value: Index) -> Index:
-    """``index`` with ``var`` replaced by ``value`` (``var`` must not be inside an atom)."""
-    coef = _coef(index, var)
-    rest = Index(tuple((a, c) for a, c in index.terms if a != var), index.const)
-    return rest + value * coef if coef else index
 
 
 def _map_stage(stage: Stage, fn: Callable[[Index], Index]) -> Stage:
