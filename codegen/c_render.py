@@ -377,9 +377,7 @@ def _render_in_place(w: CWriter, stage: Stage, parallel: bool) -> int:
 
 
 def _zero_sign_in_place(w: CWriter, stage: Stage, target: str) -> None:
-    """After in-place lane combines that may have kept the wrong zero: each element that came
-    out zero is combined again, exactly, with every zero of its points (the AND or OR of their
-    bits, ``_zero_sign``). One more pass, only when some element is zero."""
+    """``_zero_sign`` for an in-place reduction: its elements' zeros, when some are zero."""
     w.line("int zero_result = 0;")
     for loop in stage.loops:
         w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
@@ -387,12 +385,7 @@ def _zero_sign_in_place(w: CWriter, stage: Stage, target: str) -> None:
     for _ in stage.loops:
         w.close()
     w.open("if (zero_result)")
-    for var in stage.nest:
-        w.open(f"for (long {var.name} = 0; {var.name} < {var.extent}; {var.name}++)")
-    value = _render_point(w, stage, {})
-    w.line(f"if ({value} == 0 && {target} == 0) {target} = {_combine(stage, value, target)};")
-    for _ in stage.nest:
-        w.close()
+    _zero_sign(w, stage, target, stage.nest)
     w.close()
 
 
@@ -408,8 +401,8 @@ def _render_point(w: CWriter, stage: Stage, names: dict[LoopVar, str]) -> str:
 def _combine(stage: Stage, value: str, acc: str, lanes: bool = False) -> str:
     """The combiner applied to a new value and an accumulator, in that order: dnf_maxf and
     dnf_minf test their first operand for NaN, which then stays off the loop-carried chain.
-    ``lanes``: in a lane reduction (the lanes, their tree, the chunks), where a float max/min
-    leaves ties between -0 and +0 to ``_zero_sign`` (see ``dnf_lane_maxf``)."""
+    ``lanes``: in lanes (a lane reduction's lanes, tree and chunks, or in-place combines),
+    where a float max/min leaves ties between -0 and +0 to ``_zero_sign``."""
     dtype = stage.value.dtype
     if _signed_zero_ties(stage):  # dnf_max[f]/dnf_min[f], or their lane forms
         form = f"dnf_lane_{stage.combiner}" if lanes else f"dnf_{stage.combiner}"
@@ -437,27 +430,22 @@ def _signed_zero_ties(stage: Stage) -> bool:
     return stage.combiner in ("max", "min") and stage.value.dtype in ("f32", "f64")
 
 
-def _zero_sign(w: CWriter, stage: Stage) -> None:
-    """After lanes that may have kept the wrong zero: a zero max is +0 when any +0 was
-    combined, else -0 (a zero min: -0 when any -0 was), the AND (OR) of the zeros' bits. One
-    more pass over the points, only for a result of zero."""
-    bits, to_bits, from_bits = (("int32_t", "dnf_float_to_bits", "dnf_bits_to_float")
-                                if stage.value.dtype == "f32" else
-                                ("int64_t", "dnf_double_to_bits", "dnf_bits_to_double"))
-    join, neutral = ("&", "-1") if stage.combiner == "max" else ("|", "0")
-    w.open("if (acc == 0)")
-    w.line(f"{bits} zero_bits = {neutral};")
-    _each_point(w, stage, lambda v: f"zero_bits {join}= {v} == 0 ? {to_bits}({v}) : {neutral};")
-    w.line(f"acc = {from_bits}(zero_bits);")
-    w.close()
+def _zero_sign(w: CWriter, stage: Stage, result: str, loops: tuple[LoopVar, ...]) -> None:
+    """After lane combines, which let a tie of -0 and +0 go either way: a ``result`` that came
+    out zero is combined again, exactly, with every zero among its points (+0 for max when any
+    was +0, -0 for min when any was -0). One more pass over ``loops``; callers run it only when
+    some result is zero."""
+    _each_point(w, stage, loops, lambda value: f"if ({value} == 0 && {result} == 0) "
+                f"{result} = {_combine(stage, value, result)};")
 
 
-def _each_point(w: CWriter, stage: Stage, statement: Callable[[str], str]) -> None:
-    """A serial loop nest over the stage's reduced loops running ``statement(value)``."""
-    for loop in stage.reduce_loops:
+def _each_point(w: CWriter, stage: Stage, loops: tuple[LoopVar, ...],
+                statement: Callable[[str], str]) -> None:
+    """A serial loop nest over ``loops`` running ``statement(value)`` at each point."""
+    for loop in loops:
         w.open(f"for (long {loop.name} = 0; {loop.name} < {loop.extent}; {loop.name}++)")
     w.line(statement(_render_point(w, stage, {})))
-    for _ in stage.reduce_loops:
+    for _ in loops:
         w.close()
 
 
@@ -472,7 +460,8 @@ def _render_reduction(w: CWriter, stage: Stage, parallel: bool) -> None:
     *outer, var = stage.reduce_loops  # lanes run along the innermost reduced loop
     if var.extent < 2 * LANES:
         w.line(f"{ctype} acc = {init};")
-        _each_point(w, stage, lambda value: f"acc = {_combine(stage, value, 'acc')};")
+        _each_point(w, stage, stage.reduce_loops,
+                    lambda value: f"acc = {_combine(stage, value, 'acc')};")
         w.line(f"{target} = acc;")
         return
     chunks = 64 if parallel and not outer and var.extent >= 64 * LANES * 4 else 1
@@ -514,5 +503,7 @@ def _render_reduction(w: CWriter, stage: Stage, parallel: bool) -> None:
     w.line(f"for (int c = 1; c < {chunks}; c++) "
            f"acc = {_combine(stage, 'part[c]', 'acc', lanes=True)};")
     if _signed_zero_ties(stage):
-        _zero_sign(w, stage)
+        w.open("if (acc == 0)")
+        _zero_sign(w, stage, "acc", stage.reduce_loops)
+        w.close()
     w.line(f"{target} = acc;")
