@@ -146,7 +146,7 @@ def build_shared_library(sources: Mapping[str, str] | str, *, compiler: str = "g
             library.unlink()
         _compile(sources, compiler, flags, library)
         for name, text in sources.items():
-            _write_atomically(entry / f"{key}.{name}", text.encode())
+            write_atomically(entry / f"{key}.{name}", text.encode())
     return library
 
 
@@ -189,7 +189,7 @@ def _compile(sources: Mapping[str, str], compiler: str, flags: Sequence[str],
         os.chmod(partial, 0o755 & ~_umask())
         os.replace(partial, library)
         # The sidecar comes last: an entry without one is incomplete and gets rebuilt.
-        _write_atomically(library.with_suffix(".sha256"), f"{digest}\n".encode())
+        write_atomically(library.with_suffix(".sha256"), f"{digest}\n".encode())
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
@@ -202,8 +202,14 @@ def _umask() -> int:
     return mask
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file in ``path``'s directory and renames it into place."""
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary file in ``path``'s directory and renames it into place:
+    readers see the old file or the new one, never half of one (the folder must exist).
+
+    >>> import tempfile; path = Path(tempfile.mkdtemp()) / "settings.json"
+    >>> write_atomically(path, b"{}"); path.read_text()
+    '{}'
+    """
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:16]}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

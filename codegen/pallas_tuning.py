@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from dnnfusion_jax.cost import node_flops
 from dnnfusion_jax.ir import Node
 
+from .compile_cache import default_cache_dir, write_atomically
 from .pallas_grid import next_power_of_two
 
 
@@ -47,7 +46,6 @@ Empty: no GPU has been lent to this project yet."""
 
 
 def tuning_path() -> Path:
-    from .compile_cache import default_cache_dir
     return default_cache_dir() / "pallas-tuning.json"
 
 
@@ -101,8 +99,6 @@ def record(device_kind: str, **values: int) -> Path:
     entries[device_kind] = replace(settings(device_kind), **values)
     path = tuning_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({kind: asdict(s) for kind, s in entries.items()}, f, indent=1)
-    os.replace(tmp, path)  # readers see the old or the new file, never half of one
+    text = json.dumps({kind: asdict(s) for kind, s in entries.items()}, indent=1)
+    write_atomically(path, text.encode())
     return path

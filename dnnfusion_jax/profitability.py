@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,12 +128,10 @@ class ProfilingDatabase:
         return self.entries.get(key)
 
     def put(self, key: str, seconds: float) -> None:
+        from codegen.compile_cache import write_atomically  # codegen imports this package
         self.entries[key] = seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.entries, f)
-        os.replace(tmp, self.path)  # readers see the old or the new file, never half of one
+        write_atomically(self.path, json.dumps(self.entries).encode())
 
 
 class MeasuredProfitability:
