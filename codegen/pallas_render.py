@@ -101,7 +101,7 @@ class _Renderer:
         self.kernel = kernel
         self.known = memory  # None: the first pass, which stores every temporary
         for buffer in (*kernel.inputs, *kernel.outputs, *kernel.temps):
-            if buffer.size == 0 or buffer.size >= 2 ** 31:
+            if buffer.size >= 2 ** 31:  # int32 offsets (empty arrays stop at the lowering)
                 raise Unrenderable(f"buffer {buffer.name} has {buffer.size} elements")
             if buffer.dtype not in JNP_DTYPES:
                 raise Unrenderable(f"dtype {buffer.dtype}")

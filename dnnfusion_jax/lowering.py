@@ -276,8 +276,8 @@ class _BlockLowering:
     def _dot_stage(self, node: Node) -> None:
         """A contraction (dot_general): for every output element (batch dimensions, then the
         free ones of lhs, then of rhs), the sum over the contracted dimensions of lhs times
-        rhs, both in the result's dtype. Which backends take it is a policy
-        (``codegen/kernel_blocks.py``): the C backend leaves GEMMs to XLA."""
+        rhs, both in the result's dtype. Which GEMMs a backend takes is its policy
+        (``codegen/kernel_blocks.py``, ``gemm_profitability``); large ones stay with XLA."""
         lhs, rhs = node.inputs
         result, dtype = node.out, kernel_dtype(node.out)
         (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = node.params["dimension_numbers"]
