@@ -54,21 +54,12 @@ def _dnnfusion_planner(backend: Backend, options: "Options") -> Planner:
     from .dnnfusion_planner import DnnFusionPlanner
     profitability = None
     if options.profile:
-        from .profitability import MeasuredProfitability
+        from .profitability import MeasuredProfitability, profiling_database
         database = profiling_database(backend)
         profitability = lambda graph: MeasuredProfitability(graph, backend, database)  # noqa: E731
         _measure_gemms(backend, database)
     return DnnFusionPlanner(fusible=getattr(backend, "fusible", None),
                             profitability=profitability)
-
-
-def profiling_database(backend: Backend) -> ProfilingDatabase:
-    """The database of timings on ``backend``'s device, next to the compile cache."""
-    import re
-    from codegen.compile_cache import default_cache_dir
-    from .profitability import ProfilingDatabase, device_key
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_key(backend))
-    return ProfilingDatabase(default_cache_dir() / f"profile-{name}.json")
 
 
 def _measure_gemms(backend: Backend, database: ProfilingDatabase) -> None:

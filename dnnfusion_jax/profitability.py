@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,6 +133,14 @@ class ProfilingDatabase:
         self.entries[key] = seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(self.path, json.dumps(self.entries).encode())
+
+
+def profiling_database(backend: Any) -> ProfilingDatabase:
+    """The database of timings on ``backend``'s device (``device_key``), next to the compile
+    cache: one file per device."""
+    from codegen.compile_cache import default_cache_dir  # codegen imports this package
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_key(backend))
+    return ProfilingDatabase(default_cache_dir() / f"profile-{name}.json")
 
 
 class MeasuredProfitability:
