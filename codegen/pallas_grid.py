@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dnnfusion_jax.guarded_loads import index_vars
+from dnnfusion_jax.guarded_loads import expr_vars, index_vars
 from dnnfusion_jax.kernel_ir import Index, LoopKernel, LoopVar, Stage, expr_nodes
 
 
@@ -67,9 +67,7 @@ def is_contraction(stage: Stage, rows: tuple[LoopVar, ...]) -> bool:
     if (stage.kind != "reduce" or stage.combiner != "add" or stage.caches
             or stage.value.op != "mul" or not stage.loops or not stage.reduce_loops):
         return False
-    reads = [set().union(*(index_vars(e.attrs[1] if e.op == "load" else e.attrs[0])
-                           for e in expr_nodes([arg]) if e.op in ("load", "index")))
-             for arg in stage.value.args]
+    reads = [expr_vars(arg) for arg in stage.value.args]
     inner = set(stage.reduce_loops)
     return any(a <= set(rows) | inner and b <= set(stage.loops) | inner
                for a, b in (reads, reads[::-1]))
