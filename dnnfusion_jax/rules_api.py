@@ -87,8 +87,8 @@ class Rule:
                             f"rules_api (V, C and operations), got {self.lhs!r}")
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         fix("rhs", _pat(self.rhs))  # a Python number is a scalar
-        fix("guard", _as_tuple(self.guard, Guard, self.name, "guard"))
-        fix("finite", _as_tuple(self.finite, Pat, self.name, "finite"))
+        fix("guard", _tuple_of(self.guard, Guard, self.name, "guard"))
+        fix("finite", _tuple_of(self.finite, Pat, self.name, "finite"))
         bound = set(self.lhs.vars())
         missing = set(self.rhs.vars()) - bound
         if missing:
@@ -123,7 +123,7 @@ class Rule:
         return f"Rule({self.name}: {self.law})"
 
 
-def _as_tuple(items: Any, kind: type, rule: str, option: str) -> tuple:
+def _tuple_of(items: Any, kind: type, rule: str, option: str) -> tuple:
     """``items`` as a tuple of ``kind`` (one item alone is accepted as a tuple of one)."""
     items = () if items is None else (items,) if isinstance(items, kind) else items
     if not isinstance(items, (tuple, list)):
