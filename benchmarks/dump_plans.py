@@ -20,13 +20,13 @@ import jax.numpy as jnp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from dnnfusion_jax.options import BACKENDS, PLANNERS, make_options  # noqa: E402
-from dnnfusion_jax.simplify import simplify  # noqa: E402
-from dnnfusion_jax.trace import trace_function  # noqa: E402
-from dnnfusion_jax.rewrite import resolve_rules, rewrite_graph  # noqa: E402
-from dnnfusion_jax.egraph_saturate import SaturationBudget  # noqa: E402
-from dnnfusion_jax.executable import UnsupportedBlock  # noqa: E402
-from codegen.c_backend import c_kernel_source  # noqa: E402
+from dnnfusion_jax.options import BACKENDS, PLANNERS, make_options, resolve_rules  # noqa: E402
+from dnnfusion_jax.frontend.simplify import simplify  # noqa: E402
+from dnnfusion_jax.frontend.trace import trace_function  # noqa: E402
+from dnnfusion_jax.rewrite.stage import rewrite_graph  # noqa: E402
+from dnnfusion_jax.rewrite.egraph_saturate import SaturationBudget  # noqa: E402
+from dnnfusion_jax.fusion.backend import UnsupportedBlock  # noqa: E402
+from codegen.c.backend import c_kernel_source  # noqa: E402
 
 
 def models():

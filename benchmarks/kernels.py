@@ -121,7 +121,7 @@ def main() -> None:
     if args.min:
         header += f" {'min ratio':>9}"
     print(header + f" {'copy ms':>7} {'% copy':>6} {'blocks':>6} {'xla kernels':>11}")
-    from dnnfusion_jax.xla_hlo import xla_kernels
+    from dnnfusion_jax.tools.xla_hlo import xla_kernels
     copies = [jax.jit(lambda x: x + 1.0), dnnfusion.jit(lambda x: x + 1.0, backend="c")]
     for name, fn, inputs in workloads():
         inputs = jax.device_put(inputs)

@@ -10,7 +10,7 @@ CNN blocks (goal: >= 1.2x geomean over XLA:GPU). Times are medians of interleave
 ``--tune`` times the memory-bound workloads with each tile size in ``TILES`` and records the
 best one for this device kind, then GEMM + bias + GELU at the sizes of ``GEMM_SIZES`` with
 the GEMM inside the Pallas kernel, and records the largest size up to which that was never
-slower than jax.jit (``codegen/pallas_tuning.py``; later runs and every ``dnnfusion.jit`` on
+slower than jax.jit (``codegen/pallas/tuning.py``; later runs and every ``dnnfusion.jit`` on
 this machine use both). ``--check`` runs small shapes in interpret mode
 anywhere (no GPU): the script's plumbing and every result checked, nothing timed.
 
@@ -31,8 +31,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 import dnnfusion_jax as dnnfusion  # noqa: E402
-from codegen import pallas_tuning  # noqa: E402
-from codegen.pallas_backend import PallasBackend  # noqa: E402
+from codegen.pallas import tuning as pallas_tuning  # noqa: E402
+from codegen.pallas.backend import PallasBackend  # noqa: E402
 from dnnfusion_jax import options  # noqa: E402
 from examples.norms import group_norm, layer_norm, rms_norm  # noqa: E402
 from kernels import interleaved_ms  # noqa: E402

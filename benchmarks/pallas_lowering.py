@@ -1,5 +1,5 @@
 """How many Pallas kernels of each zoo model lower for an NVIDIA GPU through Triton, on any
-machine: Pallas emits Triton IR without a device (``codegen.pallas_backend.lower_for_cuda``),
+machine: Pallas emits Triton IR without a device (``codegen.pallas.backend.lower_for_cuda``),
 which checks Triton's power-of-two rule and that every primitive has a Triton lowering. Only
 Triton's compiler (registers, shared memory) and timings need a GPU.
 
@@ -21,9 +21,9 @@ import time
 import jax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from codegen.pallas_backend import cuda_lowerings  # noqa: E402
-from dnnfusion_jax.executable import UnsupportedBlock  # noqa: E402
-from dnnfusion_jax.trace import trace_function  # noqa: E402
+from codegen.pallas.backend import cuda_lowerings  # noqa: E402
+from dnnfusion_jax.fusion.backend import UnsupportedBlock  # noqa: E402
+from dnnfusion_jax.frontend.trace import trace_function  # noqa: E402
 
 ZOO = ["albert", "bert", "c3d", "distilbert", "efficientnet_b0", "faster_rcnn", "gpt2",
        "mask_rcnn", "mobilebert", "mobilenet_v1_ssd", "s3d", "tinybert", "unet", "vgg16",

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dnnfusion_jax as dnnfusion  # noqa: E402
-from dnnfusion_jax.egraph_saturate import SaturationBudget  # noqa: E402
+from dnnfusion_jax.rewrite.egraph_saturate import SaturationBudget  # noqa: E402
 from overhead import load_bert, machine_description  # noqa: E402
 
 TARGET_S = 10.0

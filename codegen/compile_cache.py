@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dnnfusion_jax.files import default_cache_dir, umask, write_atomically
+
 _ELF_MAGIC = b"\x7fELF"
 _MAX_MESSAGE = 4000  # characters of compiler output kept in a CompileError
 
@@ -69,14 +71,6 @@ def reset_cache_stats() -> None:
     """Zeroes the statistics (benchmarks measure one phase at a time)."""
     global _stats
     _stats = CacheStats()
-
-
-def default_cache_dir() -> Path:
-    """``$DNNFUSION_CACHE_DIR``, else ``$XDG_CACHE_HOME/dnnfusion_jax``, else ``~/.cache/...``."""
-    if explicit := os.environ.get("DNNFUSION_CACHE_DIR"):
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "dnnfusion_jax"
 
 
 @functools.cache
@@ -186,36 +180,10 @@ def _compile(sources: Mapping[str, str], compiler: str, flags: Sequence[str],
                 message = message[:_MAX_MESSAGE] + "\n... (truncated)"
             raise CompileError(f"{' '.join(cmd)}\nexited with {done.returncode}:\n{message}")
         digest = hashlib.sha256(Path(partial).read_bytes()).hexdigest()
-        os.chmod(partial, 0o755 & ~_umask())
+        os.chmod(partial, 0o755 & ~umask())
         os.replace(partial, library)
         # The sidecar comes last: an entry without one is incomplete and gets rebuilt.
         write_atomically(library.with_suffix(".sha256"), f"{digest}\n".encode())
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-
-
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file in ``path``'s directory and renames it into place:
-    readers see the old file or the new one, never half of one (the folder must exist).
-
-    >>> import tempfile; path = Path(tempfile.mkdtemp()) / "settings.json"
-    >>> write_atomically(path, b"{}"); path.read_text()
-    '{}'
-    """
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:16]}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(partial, 0o644 & ~_umask())  # mkstemp's 0600 would hide a shared cache
-        os.replace(partial, path)
     finally:
         if os.path.exists(partial):
             os.unlink(partial)

@@ -13,10 +13,10 @@ Example:
     >>> bool(jnp.allclose(f(x), jax.nn.softmax(x, axis=-1)))
     True
 """
-from .api import DnnFusionFunction, explain, jit
-from .compare import compare_xla
-from .mapping_types import MappingType
-from .report import Report
+from dnnfusion_jax.api import DnnFusionFunction, explain, jit
+from dnnfusion_jax.tools.compare import compare_xla
+from dnnfusion_jax.ops.mapping_types import MappingType
+from dnnfusion_jax.report import Report
 
 __version__ = "0.1.0"
 __all__ = ["jit", "explain", "compare_xla", "DnnFusionFunction", "MappingType", "Report",

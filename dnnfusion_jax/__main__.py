@@ -1,7 +1,7 @@
-"""``python -m dnnfusion_jax``: see ``dnnfusion_jax.cli``."""
+"""``python -m dnnfusion_jax``: see ``dnnfusion_jax.tools.cli``."""
 import sys
 
-from .cli import main
+from dnnfusion_jax.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,9 +27,9 @@ from typing import Any
 
 import jax
 
-from .options import Options, make_options
-from .pipeline import OptimizedFunction, optimize
-from .report import Report
+from dnnfusion_jax.options import Options, make_options
+from dnnfusion_jax.pipeline import OptimizedFunction, optimize
+from dnnfusion_jax.report import Report
 
 
 class DnnFusionFunction:
@@ -92,7 +92,7 @@ class DnnFusionFunction:
         """
         dynamic_args, dynamic_kwargs, statics = self._split_static(args, kwargs)
         abstract = jax.tree_util.tree_map(_abstract, (dynamic_args, dynamic_kwargs))
-        return self._optimized_for(*abstract, statics).report()
+        return Report(self._optimized_for(*abstract, statics))
 
     def _run_traced(self, args: tuple, kwargs: dict) -> Any:
         """The body of the jax.jit: find or build the plan for this signature, then run it."""

@@ -1,15 +1,15 @@
 """Running a fusion plan: one compiled kernel per block, called in plan order.
 
-A backend turns a ``Block`` into a ``Kernel``; when it cannot (``UnsupportedBlock``), the block
-runs through the xla reference backend instead and the kernel records why. ``Executable`` then
+A backend (``fusion/backend.py``) turns a ``Block`` into a ``Kernel``; when it cannot
+(``UnsupportedBlock``), the block runs through the xla reference backend instead and the kernel records why. ``Executable`` then
 runs the kernels over an environment of values; called under ``jax.jit`` it traces into one
 executable.
 
 Example:
     >>> import jax.numpy as jnp
-    >>> from dnnfusion_jax.trace import trace_function
-    >>> from dnnfusion_jax.greedy_planner import GreedyPlanner
-    >>> from codegen.xla import XlaBackend
+    >>> from dnnfusion_jax.frontend.trace import trace_function
+    >>> from dnnfusion_jax.fusion.greedy_planner import GreedyPlanner
+    >>> from codegen.xla.backend import XlaBackend
     >>> traced = trace_function(lambda x: jnp.sin(x) * 2.0, [jnp.ones(3)])
     >>> run = compile_plan(GreedyPlanner().plan(traced.graph), XlaBackend())
     >>> [round(float(v), 4) for v in run(jnp.zeros(3))[0]]
@@ -17,51 +17,14 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from .ir import Graph, Node, Var
-from .plan import Block, FusionPlan
-
-
-def evaluate_nodes(nodes: Sequence[Node], env: dict[Var, Any]) -> dict[Var, Any]:
-    """Binds each node's primitive in order, reading and extending ``env``; returns ``env``."""
-    for node in nodes:
-        env.update(zip(node.outputs, node.bind(*(env[v] for v in node.inputs))))
-    return env
-
-
-def evaluate_graph(graph: Graph, *inputs: Any) -> list[Any]:
-    """Runs a whole graph unfused, primitive by primitive: the reference semantics."""
-    env = evaluate_nodes(graph.nodes, {**graph.constants, **dict(zip(graph.inputs, inputs))})
-    return [env[v] for v in graph.outputs]
-
-
-class UnsupportedBlock(Exception):
-    """Raised by a backend for a block it cannot compile; the message says why."""
-
-
-@dataclass
-class Kernel:
-    """One block made runnable: ``run(inputs) -> outputs`` in the block's value order."""
-
-    block: Block
-    backend: str
-    source: str
-    run: Callable[[Sequence[Any]], Sequence[Any]]
-    fallback_reason: str | None = None
-
-
-class Backend(Protocol):
-    """A code generator: compiles one block to a kernel or raises UnsupportedBlock."""
-
-    name: str
-
-    def compile_block(self, block: Block, constants: Mapping[Var, Any]) -> Kernel:
-        """``constants``: the graph's constant values, which a backend may inline."""
+from codegen.xla.backend import XlaBackend
+from dnnfusion_jax.frontend.ir import Var
+from dnnfusion_jax.fusion.backend import Backend, Kernel, UnsupportedBlock
+from dnnfusion_jax.fusion.plan import Block, FusionPlan
 
 
 class Executable:
@@ -98,8 +61,6 @@ def _weak_as_traced(value: Any, var: Var) -> Any:
 
 def compile_plan(plan: FusionPlan, backend: Backend) -> Executable:
     """Compiles every block with ``backend``, falling back to xla block by block."""
-    from codegen.xla import XlaBackend  # the reference backend; imported late (codegen imports us)
-
     reference = backend if isinstance(backend, XlaBackend) else XlaBackend()
     kernels = []
     for block in plan.blocks:

@@ -14,34 +14,39 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jax
 
-from .egraph_saturate import SaturationBudget
-from .executable import Backend
-from .greedy_planner import GreedyPlanner
-from .plan import Planner
-from .unfused_planner import UnfusedPlanner
+from egraph_rules import default_rules
+from dnnfusion_jax.rewrite.rules_api import Rule, load_rules_file
+from dnnfusion_jax.rewrite.egraph_saturate import SaturationBudget
+from dnnfusion_jax.fusion.backend import Backend
+from dnnfusion_jax.fusion.greedy_planner import GreedyPlanner
+from dnnfusion_jax.fusion.plan import Planner
+from dnnfusion_jax.fusion.unfused_planner import UnfusedPlanner
 
 if TYPE_CHECKING:
-    from .profitability import ProfilingDatabase
+    from dnnfusion_jax.fusion.profitability import ProfilingDatabase
 
 
 def _xla_backend() -> Backend:
-    from codegen.xla import XlaBackend
+    from codegen.xla.backend import XlaBackend
     return XlaBackend()
 
 
 def _c_backend() -> Backend:
-    from codegen.c_backend import CBackend
+    from codegen.c.backend import CBackend
     return CBackend()
 
 
 def _pallas_backend() -> Backend:
-    from codegen.pallas_backend import PallasBackend
+    from codegen.pallas.backend import PallasBackend
     return PallasBackend()
 
 
@@ -51,22 +56,22 @@ BACKENDS: dict[str, Callable[[], Backend]] = {"xla": _xla_backend, "c": _c_backe
 on GPU. "pallas" on a CPU runs Pallas's interpret mode (for checking, not for speed)."""
 
 def _dnnfusion_planner(backend: Backend, options: "Options") -> Planner:
-    from .dnnfusion_planner import DnnFusionPlanner
+    from dnnfusion_jax.fusion.dnnfusion_planner import DnnFusionPlanner
     profitability = None
     if options.profile:
-        from .profitability import MeasuredProfitability, profiling_database
+        from dnnfusion_jax.fusion.profitability import MeasuredProfitability, profiling_database
         database = profiling_database(backend)
         profitability = lambda graph: MeasuredProfitability(graph, backend, database)  # noqa: E731
         _measure_gemms(backend, database)
-    return DnnFusionPlanner(fusible=getattr(backend, "fusible", None),
+    return DnnFusionPlanner(fusible=backend.fusible,
                             profitability=profitability)
 
 
 def _measure_gemms(backend: Backend, database: ProfilingDatabase) -> None:
     """Lets a backend that renders GEMMs take those it timed no slower than XLA's."""
-    if not hasattr(backend, "gemm_choice"):
+    if not backend.renders_gemms:
         return
-    from .gemm_profitability import MeasuredGemmChoice
+    from codegen.kernel.gemm_profitability import MeasuredGemmChoice
     backend.gemm_choice = MeasuredGemmChoice(backend, _xla_backend(), database,
                                              fallback=backend.unmeasured_gemm_choice)
 
@@ -157,8 +162,6 @@ def _check_choice(option: str, value: Any, valid: list[str]) -> None:
 
 
 def _check_rules(rules: Any) -> None:
-    from .rewrite import resolve_rules
-    from .rules_api import Rule
     items = rules if isinstance(rules, tuple) else (rules,)
     for item in items:
         if item is not None and not isinstance(item, (Rule, str)) and not hasattr(item, "__fspath__"):
@@ -169,3 +172,45 @@ def _check_rules(rules: Any) -> None:
             resolve_rules(rules)
         except (ValueError, OSError) as error:
             raise ValueError(f"dnnfusion.jit option 'rules': {error}") from None
+
+
+_FILE_RULES: dict[tuple, list[Rule]] = {}
+
+
+def resolve_rules(rules: Any = None) -> tuple[Rule, ...]:
+    """The Rule objects the ``rules`` option names: None means the library's defaults
+    (``egraph_rules.default_rules()``); otherwise a Rule, a path to a rule file, the string
+    "default", or a sequence of those (so ``["default", my_rule]`` adds to the defaults and
+    ``[my_rule]`` replaces them).
+
+        >>> len(resolve_rules()) == len(resolve_rules("default")) > 0
+        True
+    """
+    if rules is None:
+        return tuple(default_rules())
+    items = [rules] if isinstance(rules, (Rule, str, os.PathLike)) else list(rules)
+    resolved: list[Rule] = []
+    for item in items:
+        if isinstance(item, Rule):
+            resolved.append(item)
+        elif item == "default":
+            resolved += default_rules()
+        elif isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            key = (str(path.resolve()), path.stat().st_mtime if path.exists() else None)
+            if key not in _FILE_RULES:
+                _FILE_RULES[key] = load_rules_file(path)
+            resolved += _FILE_RULES[key]
+        else:
+            raise TypeError(f"rules: expected a Rule, a rule file path or 'default', got {item!r}")
+    names = [r.name for r in resolved]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"rules: duplicate rule names {duplicates}")
+    return tuple(resolved)
+
+
+@functools.cache
+def library_rule_names() -> frozenset[str]:
+    """Names of the library's rules (``egraph_rules``), which saturation trusts to keep shapes."""
+    return frozenset(r.name for r in default_rules())

@@ -8,7 +8,7 @@ Example:
     >>> import jax.numpy as jnp
     >>> from dnnfusion_jax.options import make_options
     >>> opt = optimize(lambda x: jnp.tanh(x) * 2.0, [jnp.ones(4)], {}, make_options())
-    >>> opt.report().summary()["blocks"]
+    >>> len(opt.plan.blocks)
     1
     >>> [float(v) for v in opt([jnp.zeros(4)])[0]]
     [0.0, 0.0, 0.0, 0.0]
@@ -24,14 +24,15 @@ from typing import Any
 
 import jax
 
-from .executable import Executable, compile_plan
-from .ir import Graph
-from .options import BACKENDS, PLANNERS, Options
-from .plan import FusionPlan
-from .rewrite import RewriteStats, resolve_rules, rewrite_graph
-from .simplify import simplify
-from .trace import TracedFunction, trace_function
-from .unfused_planner import UnfusedPlanner
+from dnnfusion_jax.executable import Executable, compile_plan
+from dnnfusion_jax.frontend.ir import Graph
+from dnnfusion_jax.options import (BACKENDS, PLANNERS, Options, library_rule_names,
+                                   resolve_rules)
+from dnnfusion_jax.fusion.plan import FusionPlan
+from dnnfusion_jax.rewrite.stage import RewriteStats, rewrite_graph
+from dnnfusion_jax.frontend.simplify import simplify
+from dnnfusion_jax.frontend.trace import TracedFunction, trace_function
+from dnnfusion_jax.fusion.unfused_planner import UnfusedPlanner
 
 
 @dataclass
@@ -66,11 +67,6 @@ class OptimizedFunction:
         run.defjvp(lambda primals, tangents: jax.jvp(lambda *xs: tuple(reference(*xs)),
                                                      primals, tangents))
         return list(run(*self.traced.consts, *leaves))
-
-    def report(self):
-        """The explain report of this optimisation (see ``dnnfusion_jax.report.Report``)."""
-        from .report import Report
-        return Report(self)
 
 
 def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
@@ -138,7 +134,7 @@ def _rewrite(name: str, graph: Graph, options: Options) -> tuple[Graph, RewriteS
     """The e-graph stage; an internal failure keeps the simplified graph (or raises)."""
     try:
         return rewrite_graph(graph, resolve_rules(options.rules), options.saturation,
-                             options.finite_math)
+                             options.finite_math, library_rule_names())
     except Exception as error:
         if not options.fallback:
             raise

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .cost import total_flops
-from .mapping_types import MappingType, node_mapping_type
+from dnnfusion_jax.ops.cost import total_flops
+from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 
 if TYPE_CHECKING:
-    from .pipeline import OptimizedFunction
+    from dnnfusion_jax.pipeline import OptimizedFunction
 
 SUMMARY_KEYS = ("jaxpr_ops", "ops_after_rewrite", "flops_before", "flops_after", "rules_fired",
                 "blocks", "block_types", "opaque_primitives", "intermediate_bytes", "backend",

@@ -2,9 +2,9 @@
 
 Each module defines ``example() -> (fn, args)`` with seeded random weights (nothing is
 downloaded). ``ZOO`` lists them in the paper's order; ``python -m dnnfusion_jax compare
-examples`` runs them all. Load one with ``dnnfusion_jax.targets.load_target``:
+examples`` runs them all. Load one with ``dnnfusion_jax.tools.targets.load_target``:
 
-    >>> from dnnfusion_jax.targets import load_target
+    >>> from dnnfusion_jax.tools.targets import load_target
     >>> fn, args, name = load_target("examples/bert.py:example_small")
     >>> name
     'bert:example_small'

@@ -1,4 +1,4 @@
-"""Accuracy of the C prelude's own transcendentals (``codegen/c_prelude.h``), run as C kernels
+"""Accuracy of the C prelude's own transcendentals (``codegen/c/prelude.h``), run as C kernels
 through the backend on a dense sweep against float64 references, plus their inf/NaN results.
 Bounds in ulp of the float32 result: exp ~1 ulp; log1p <= 3.8 ulp (Goldberg's correction);
 tanh and erf use XLA's rational forms (XLA's own are 4.4 and 5.1 ulp on this sweep); erfc <= 7 ulp

@@ -14,10 +14,10 @@ import pytest
 
 import dnnfusion_jax as dnnfusion
 
-from codegen.c_backend import c_kernel_source
-from codegen.c_render import PRELUDE
-from dnnfusion_jax.plan import whole_graph_block
-from dnnfusion_jax.trace import trace_function
+from codegen.c.backend import c_kernel_source
+from codegen.c.render import PRELUDE
+from dnnfusion_jax.fusion.plan import whole_graph_block
+from dnnfusion_jax.frontend.trace import trace_function
 
 
 def c_source(fn, *args):
@@ -109,7 +109,7 @@ def test_predicated_reads_stay_contiguous_unless_the_inner_loop_decides(pad_chan
 def test_elementwise_rows_are_long_enough_to_pay_for_their_loop():
     """Without reductions, rows only split the work: a row of 64 channels made the row loop's
     overhead the cost, so rows stop where at least 1024 elements remain per row."""
-    from dnnfusion_jax.lowering import lower_block
+    from codegen.kernel.lowering import lower_block
     g = trace_function(lambda x: jnp.tanh(x) + 1.0, [jnp.ones((8, 68, 68, 64))]).graph
     kernel = lower_block(whole_graph_block(g), g.constants)
     assert [v.extent for v in kernel.rows] == [8, 68]

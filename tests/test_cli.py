@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from dnnfusion_jax.cli import main
+from dnnfusion_jax.tools.cli import main
 
 MODEL = '''
 import jax, jax.numpy as jnp

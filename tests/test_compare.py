@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.cli import main, zoo_targets
-from dnnfusion_jax.compare import ROW_KEYS, output_errors
+from dnnfusion_jax.tools.cli import main, zoo_targets
+from dnnfusion_jax.tools.compare import ROW_KEYS, output_errors
 from dnnfusion_jax.options import make_options
-from dnnfusion_jax.xla_hlo import count_kernels, shape_bytes, xla_kernels
+from dnnfusion_jax.tools.xla_hlo import count_kernels, shape_bytes, xla_kernels
 
 X = jnp.linspace(-2.0, 2.0, 8 * 128, dtype=jnp.float32).reshape(8, 128)
 W = jnp.linspace(-0.1, 0.1, 128 * 256, dtype=jnp.float32).reshape(128, 256)
@@ -179,7 +179,7 @@ def test_zoo_targets_skip_models_not_written_yet():
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from dnnfusion_jax.compare_report import plot
+    from dnnfusion_jax.tools.compare_report import plot
 
     rows = [{"name": "a", "jaxpr_ops": 10, "xla_kernels": 4, "blocks": 3, "speedup": 1.2},
             {"name": "b", "jaxpr_ops": 40, "xla_kernels": 9, "blocks": 7, "speedup": 0.9}]

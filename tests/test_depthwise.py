@@ -1,4 +1,4 @@
-"""Depthwise convolutions as C kernels (``dnnfusion_jax/depthwise.py``): every layout, stride,
+"""Depthwise convolutions as C kernels (``codegen/kernel/depthwise.py``): every layout, stride,
 padding, dilation and channel multiplier against jax.jit, inf and NaN included; the planner
 fuses their epilogue but never their input's producer; dense convolutions stay with XLA."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.depthwise import depthwise_reason
-from dnnfusion_jax.trace import trace_function
+from codegen.kernel.depthwise import depthwise_reason
+from dnnfusion_jax.frontend.trace import trace_function
 
 CASES = {
     # name: (input shape, weight shape, conv keyword arguments)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.dnnfusion_planner import DnnFusionPlanner
-from dnnfusion_jax.legality import Constraints
-from dnnfusion_jax.profitability import MeasuredProfitability, ProfilingDatabase
-from dnnfusion_jax.simplify import simplify
-from dnnfusion_jax.trace import trace_function
-from codegen import c_backend
-from codegen.c_backend import CBackend
+from dnnfusion_jax.fusion.dnnfusion_planner import DnnFusionPlanner
+from dnnfusion_jax.fusion.legality import Constraints
+from dnnfusion_jax.fusion.profitability import MeasuredProfitability, ProfilingDatabase
+from dnnfusion_jax.frontend.simplify import simplify
+from dnnfusion_jax.frontend.trace import trace_function
+from codegen.c import backend as c_backend
+from codegen.c.backend import CBackend
 from examples.norms import group_norm, layer_norm, rms_norm
 
 

@@ -6,13 +6,14 @@ import pytest
 from jax import lax
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.egraph_extract import decode, extract
-from dnnfusion_jax.egraph_saturate import SaturationBudget
-from dnnfusion_jax.egraph_translate import to_egraph
-from dnnfusion_jax.executable import evaluate_graph
-from dnnfusion_jax.rewrite import rewrite_graph
+from dnnfusion_jax.rewrite.egraph_extract import decode, extract
+from dnnfusion_jax.rewrite.egraph_saturate import SaturationBudget
+from dnnfusion_jax.rewrite.egraph_translate import to_egraph
+from dnnfusion_jax.frontend.evaluate import evaluate_graph
+from dnnfusion_jax.rewrite.stage import rewrite_graph
 from dnnfusion_jax.rules_api import Rule, V, exp, log
-from dnnfusion_jax.trace import trace_function
+from egraph_rules import default_rules
+from dnnfusion_jax.frontend.trace import trace_function
 
 from conftest import assert_tree_allclose
 
@@ -154,11 +155,11 @@ def test_budgets_stop_saturation_and_extraction_still_runs():
     for budget, stop in ((SaturationBudget(iterations=1), "iterations"),
                          (SaturationBudget(enodes=10), "enodes"),
                          (SaturationBudget(seconds=0.0), "time")):
-        g2, stats = rewrite_graph(g, budget=budget, finite_math=True)
+        g2, stats = rewrite_graph(g, default_rules(), budget=budget, finite_math=True)
         assert stats.stop == stop and stats.iterations >= 1
         for got, want in zip(evaluate_graph(g2, *inputs), evaluate_graph(g, *inputs)):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
-    _, stats = rewrite_graph(g, finite_math=True)
+    _, stats = rewrite_graph(g, default_rules(), finite_math=True)
     assert stats.stop == "saturated"
     s = optimise(f, *args, saturation=SaturationBudget(iterations=1))
     assert s["saturation_stop"] == "iterations" and s["egraph_nodes"] > 0
@@ -182,7 +183,7 @@ def test_translation_round_trip_keeps_sharing_and_outputs():
 
 def test_shape_conflicts_are_loud():
     from egglog import EGraph, Vec, i64, set_, union
-    from dnnfusion_jax.egraph_terms import ANALYSIS, Term, shape
+    from dnnfusion_jax.rewrite.egraph_terms import ANALYSIS, Term, shape
     eg = EGraph()
     x, y = Term.leaf(0), Term.leaf(1)
     eg.register(set_(shape(x)).to(Vec(i64(2))), set_(shape(y)).to(Vec(i64(3))))
@@ -197,7 +198,7 @@ def test_effects_keep_their_order_and_opaque_nodes_pass_through():
         y = jnp.exp(x) * jnp.exp(x + 1.0)
         jax.debug.print("b {}", y.sum())
         return jnp.cumsum(y, axis=0)
-    g, _ = rewrite_graph(trace_function(f, [A]).graph)
+    g, _ = rewrite_graph(trace_function(f, [A]).graph, default_rules())
     ops = [n.op for n in g.nodes]
     assert ops.count("debug_print") == 2 and ops.index("debug_print") < ops.index("exp")
     assert ops.count("exp") == 1

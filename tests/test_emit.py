@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-import codegen.emit as emit_module
-from codegen.emit import build_and_run, host_arch, missing_tools, toolchain
-from dnnfusion_jax.cli import main
+import codegen.emit.program as emit_module
+from codegen.emit.program import build_and_run, host_arch, missing_tools, toolchain
+from dnnfusion_jax.tools.cli import main
 
 TRANSFORMER = '''
 import jax, jax.numpy as jnp

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codegen.c_render import C_ABI
+from codegen.c.render import C_ABI
 from codegen.compile_cache import build_shared_library
-from codegen.ffi_runtime import (TARGET_NAME, call_kernel, ensure_runtime, is_loaded,
+from codegen.c.ffi_runtime import (TARGET_NAME, call_kernel, ensure_runtime, is_loaded,
                                  kernel_id_for, load_kernel)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_handler_answers_an_unregistered_id_with_an_error_not_a_crash(kernels):
     # id never was (as when a cached executable reaches a process that did not load its kernel).
     code = """
 import jax, jax.numpy as jnp, numpy as np
-from codegen.ffi_runtime import TARGET_NAME, ensure_runtime
+from codegen.c.ffi_runtime import TARGET_NAME, ensure_runtime
 ensure_runtime()
 call = jax.ffi.ffi_call(TARGET_NAME, jax.ShapeDtypeStruct((4,), jnp.float32))
 try:

@@ -3,8 +3,8 @@ import itertools
 
 import pytest
 
-from dnnfusion_jax.fusion_table import TABLE3, Verdict, fuse_verdict
-from dnnfusion_jax.mapping_types import MappingType as M
+from dnnfusion_jax.fusion.fusion_table import TABLE3, Verdict, fuse_verdict
+from dnnfusion_jax.ops.mapping_types import MappingType as M
 
 ANALYSED = [t for t in M if t is not M.OPAQUE]
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from codegen.c_backend import CBackend
-from codegen.pallas_backend import PallasBackend
-from codegen.pallas_tuning import Settings
-from dnnfusion_jax.profitability import device_key, machine_key, profiling_database
+from codegen.c.backend import CBackend
+from codegen.pallas.backend import PallasBackend
+from codegen.pallas.tuning import Settings
+from dnnfusion_jax.fusion.profitability import device_key, machine_key, profiling_database
 
 RNG = np.random.default_rng(7)
 ARGS = (RNG.standard_normal((32, 24)).astype(np.float32),

@@ -1,4 +1,4 @@
-"""Loop-invariant hoisting (``dnnfusion_jax/hoist.py``): a value a store stage computes from
+"""Loop-invariant hoisting (``codegen/kernel/hoist.py``): a value a store stage computes from
 only some of its loops gets a stage of its own over those loops. Checked on the kernel IR (no
 timing), then against jax.jit with inf and NaN inputs."""
 from __future__ import annotations
@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.kernel_ir import Div, Mod, expr_nodes
-from dnnfusion_jax.lowering import lower_block
-from dnnfusion_jax.plan import whole_graph_block
-from dnnfusion_jax.trace import trace_function
+from codegen.kernel.kernel_ir import Div, Mod, expr_nodes
+from codegen.kernel.lowering import lower_block
+from dnnfusion_jax.fusion.plan import whole_graph_block
+from dnnfusion_jax.frontend.trace import trace_function
 from tests.test_reduce_order import group_norm
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dnnfusion_jax.mapping_types import (ELEMENTWISE_PRIMITIVES, PRIMITIVE_MAPPING_TYPES,
+from dnnfusion_jax.ops.mapping_types import (ELEMENTWISE_PRIMITIVES, PRIMITIVE_MAPPING_TYPES,
                                          MappingType, node_mapping_type, primitive_mapping_type)
-from dnnfusion_jax.trace import trace_function
+from dnnfusion_jax.frontend.trace import trace_function
 
 F = jnp.linspace(0.1, 0.9, 12, dtype=jnp.float32).reshape(3, 4)
 I = jnp.arange(12, dtype=jnp.int32).reshape(3, 4)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.mapping_types import MappingType, node_mapping_type
+from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 from dnnfusion_jax.options import BACKENDS
 from dnnfusion_jax.report import SUMMARY_KEYS
 

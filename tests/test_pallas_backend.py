@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dnnfusion_jax as dnnfusion
-from codegen import pallas_tuning
-from codegen.pallas_backend import PallasBackend, cuda_lowerings
+from codegen.pallas import tuning as pallas_tuning
+from codegen.pallas.backend import PallasBackend, cuda_lowerings
 from dnnfusion_jax import options
-from dnnfusion_jax.dnnfusion_planner import DnnFusionPlanner
-from dnnfusion_jax.executable import UnsupportedBlock
-from dnnfusion_jax.trace import trace_function
+from dnnfusion_jax.fusion.dnnfusion_planner import DnnFusionPlanner
+from dnnfusion_jax.fusion.backend import UnsupportedBlock
+from dnnfusion_jax.frontend.trace import trace_function
 
 sys.path.insert(0, str(Path(__file__).parent))
 import models as zoo  # noqa: E402

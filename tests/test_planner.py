@@ -4,11 +4,11 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
-from dnnfusion_jax.greedy_planner import GreedyPlanner
-from dnnfusion_jax.plan import FusionPlan
-from dnnfusion_jax.simplify import simplify
-from dnnfusion_jax.trace import trace_function
-from dnnfusion_jax.unfused_planner import UnfusedPlanner
+from dnnfusion_jax.fusion.greedy_planner import GreedyPlanner
+from dnnfusion_jax.fusion.plan import FusionPlan
+from dnnfusion_jax.frontend.simplify import simplify
+from dnnfusion_jax.frontend.trace import trace_function
+from dnnfusion_jax.fusion.unfused_planner import UnfusedPlanner
 
 X = jnp.ones((8, 16), jnp.float32)
 W = jnp.ones((16, 16), jnp.float32)

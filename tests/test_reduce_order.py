@@ -1,4 +1,4 @@
-"""Reductions in memory order (``dnnfusion_jax/reduce_order.py``): reduced axes keep one loop
+"""Reductions in memory order (``codegen/kernel/reduce_order.py``): reduced axes keep one loop
 each (merged only where contiguous, so indices need no division), and a reduction whose kept
 loop has a smaller stride than a reduced one runs with the kept loop innermost. Checked on the
 kernel IR (no timing), then against jax.jit with inf and NaN inputs."""
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.kernel_ir import Div, Mod, expr_nodes
-from dnnfusion_jax.lowering import lower_block
-from dnnfusion_jax.plan import whole_graph_block
-from dnnfusion_jax.reduce_order import loop_strides
-from dnnfusion_jax.trace import trace_function
+from codegen.kernel.kernel_ir import Div, Mod, expr_nodes
+from codegen.kernel.lowering import lower_block
+from dnnfusion_jax.fusion.plan import whole_graph_block
+from codegen.kernel.reduce_order import loop_strides
+from dnnfusion_jax.frontend.trace import trace_function
 from examples.norms import group_norm, layer_norm
 
 group_norm_4 = functools.partial(group_norm, groups=4)

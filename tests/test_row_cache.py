@@ -1,4 +1,4 @@
-"""Row-local caching (``dnnfusion_jax/row_cache.py``): an expensive value several stages read
+"""Row-local caching (``codegen/kernel/row_cache.py``): an expensive value several stages read
 is computed by the first of them, stored in a row-local temporary and loaded by the others;
 a cheap one is recomputed. Checked on the kernel IR (no timing), then numerically."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.kernel_ir import expr_nodes
-from dnnfusion_jax.lowering import lower_block
-from dnnfusion_jax.plan import whole_graph_block
-from dnnfusion_jax.trace import trace_function
+from codegen.kernel.kernel_ir import expr_nodes
+from codegen.kernel.lowering import lower_block
+from dnnfusion_jax.fusion.plan import whole_graph_block
+from dnnfusion_jax.frontend.trace import trace_function
 from examples.norms import layer_norm
 
 

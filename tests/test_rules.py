@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.cli import main
+from dnnfusion_jax.tools.cli import main
 from dnnfusion_jax.rules_api import (Moderate, Nonneg, Rule, V, binary, compile_rule, exp, log,
                                      sqrt)
-from dnnfusion_jax.rules_check import check_rule
+from dnnfusion_jax.rewrite.rules_check import check_rule
 from egraph_rules import FAMILIES, default_rules
 
 RULES = default_rules()

@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dnnfusion_jax.executable import evaluate_graph
-from dnnfusion_jax.simplify import simplify
-from dnnfusion_jax.trace import trace_function
+from dnnfusion_jax.frontend.evaluate import evaluate_graph
+from dnnfusion_jax.frontend.simplify import simplify
+from dnnfusion_jax.frontend.trace import trace_function
 
 X = jnp.linspace(-1.0, 1.0, 24, dtype=jnp.float32).reshape(2, 3, 4)
 

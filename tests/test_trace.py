@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dnnfusion_jax.executable import evaluate_graph
-from dnnfusion_jax.trace import trace_function
+from dnnfusion_jax.frontend.evaluate import evaluate_graph
+from dnnfusion_jax.frontend.trace import trace_function
 
 X = jnp.linspace(-2.0, 2.0, 12, dtype=jnp.float32).reshape(3, 4)
 

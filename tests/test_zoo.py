@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from dnnfusion_jax.targets import load_target
+from dnnfusion_jax.tools.targets import load_target
 from examples import ZOO
 
 SMOKE = ("tinybert", "c3d", "efficientnet_b0")

@@ -1,0 +1,553 @@
+"""Lowers a fused block to the kernel IR (``kernel_ir.LoopKernel``), once for every backend.
+
+Each value the block must produce gets a loop nest (a *stage*); everything else is inlined as
+an expression evaluated at the index the consumer asks for:
+
+* elementwise operators become expression nodes (size-1 operands are read at index 0);
+* Reorganize and Shuffle operators (reshape, squeeze, expand_dims, transpose, rev) and
+  broadcasts are index transforms, never copies; slice is an offset and stride; pad and
+  concatenate are predicated reads (only the chosen operand is read);
+* a reduction is the one value that is materialised inside the kernel: a reduce stage writes
+  it into a temporary that later stages read (softmax is max-stage, sum-stage, store-stage).
+
+When all stages share leading dimensions that every read of a temporary keeps (a softmax over
+the last axis shares all the others), those dimensions become the parallel ``rows`` loop and
+temporaries shrink to one row: a row is then read from memory while it is still in cache.
+Inside the rows loop, an expensive value several stages read is computed once per element
+and kept in a row-local temporary (``row_cache``): softmax evaluates ``exp`` once.
+Reductions run in memory order (``reduce_order``), and a value a store stage computes from
+only some of its loops is computed once per point of those loops (``hoist``).
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dnnfusion_jax.frontend.trace import trace_function
+    >>> from dnnfusion_jax.fusion.plan import whole_graph_block
+    >>> g = trace_function(jax.nn.softmax, [jnp.ones((4, 8))]).graph
+    >>> kernel = lower_block(whole_graph_block(g), g.constants)
+    >>> [stage.kind for stage in kernel.stages], [str(v) for v in kernel.rows]
+    (['reduce', 'reduce', 'store'], ['r0'])
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from codegen.kernel.depthwise import CONV, depthwise_reason, window_loops, window_tap
+from dnnfusion_jax.fusion.backend import UnsupportedBlock
+from codegen.kernel.hoist import hoist_invariants
+from dnnfusion_jax.frontend.ir import Node, Var
+from codegen.kernel.kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, const, delinearize,
+                        expr_nodes, linearize)
+from dnnfusion_jax.fusion.plan import Block
+from codegen.kernel.reduce_order import MAX_CHUNKS, merge_contiguous_loops, split_reduction
+from codegen.kernel.row_cache import plan_row_caches
+from codegen.kernel.rows import row_candidates
+
+DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
+          "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool"}
+"""numpy dtype name → kernel IR dtype; anything else keeps the block in XLA."""
+NUMPY_DTYPES = {ir: name for name, ir in DTYPES.items()}
+"""kernel IR dtype → numpy dtype name."""
+
+_SAME_NAME_OPS = """neg abs exp exp2 log log1p expm1 tanh logistic sqrt rsqrt cbrt sin cos tan
+    floor ceil sign erf erfc is_finite not add sub mul div rem max min pow atan2 and or xor
+    eq ne lt le gt ge""".split()
+ELEMENTWISE_LOWERING = {name: name for name in _SAME_NAME_OPS}
+"""lax primitive → kernel IR operation, for the ones that map one to one."""
+
+REDUCTIONS = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min",
+              "reduce_prod": "mul", "reduce_and": "and", "reduce_or": "or"}
+"""lax reduction primitive → combiner."""
+
+INDEX_TRANSFORMS = frozenset("""broadcast_in_dim reshape squeeze expand_dims transpose rev
+    slice pad concatenate copy iota""".split())
+
+OTHER_ELEMENTWISE = frozenset("""convert_element_type integer_pow square select_n clamp
+    round""".split())
+
+DOT = "dot_general"
+
+LOWERABLE = frozenset(ELEMENTWISE_LOWERING) | frozenset(REDUCTIONS) | INDEX_TRANSFORMS \
+    | OTHER_ELEMENTWISE | {CONV, DOT}
+"""Every primitive this lowering handles; a block with any other stays in XLA."""
+
+STAGED = frozenset(REDUCTIONS) | {CONV, DOT}
+"""Primitives computed by a reduce stage of their own, into a buffer later stages load."""
+
+MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
+MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
+MAX_PARTIAL_ELEMENTS = 1 << 20  # a memory-order reduction's partial sums, without rows (heap)
+
+
+class _NotRowLocal(Exception):
+    """A stage reads a temporary outside its own row: try fewer row dimensions."""
+
+
+def unsupported_reason(node: Node) -> str | None:
+    """Why ``node`` cannot be part of a lowered kernel, or None if it can."""
+    if node.op not in LOWERABLE:
+        return f"primitive {node.op} has no kernel lowering"
+    if node.effects:
+        return f"{node.op} has side effects"
+    if any(0 in var.shape for var in (*node.inputs, *node.outputs)):
+        return f"{node.op} of an empty array (XLA needs no kernel for it)"
+    for var in (*node.inputs, *node.outputs):
+        if _numpy_name(var.dtype) not in DTYPES:
+            return f"dtype {var.dtype} is not supported by the kernel lowering"
+    if node.op == "reshape" and node.params.get("dimensions") is not None:
+        return "reshape with dimensions"
+    if node.op == "pad" and any(interior for _, _, interior in node.params["padding_config"]):
+        return "pad with interior padding"
+    if node.op == "round" and int(node.params.get("rounding_method", 0)) not in (0, 1):
+        return "unknown rounding method"
+    if node.op == CONV:
+        return depthwise_reason(node)
+    return None
+
+
+def _numpy_name(dtype: Any) -> str | None:
+    """numpy's name for ``dtype``; None for extended dtypes (PRNG keys) numpy cannot hold."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return None
+
+
+def kernel_dtype(var: Var) -> str:
+    return DTYPES[np.dtype(var.dtype).name]
+
+
+def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel",
+                tile_transposes: bool = False) -> LoopKernel:
+    """The loop kernel of ``block``; raises UnsupportedBlock when it cannot be lowered.
+
+    ``tile_transposes``: a block with a layout transpose (one that moves the last axis) and
+    no reduction gets no rows loop, so that a renderer which tiles a stage's own loops (C)
+    can; a renderer that maps rows to a grid (Pallas) keeps them."""
+    for node in block.nodes:
+        reason = unsupported_reason(node)
+        if reason:
+            raise UnsupportedBlock(reason)
+    for rows in row_candidates(block, REDUCTIONS, tile_transposes):
+        try:
+            return _BlockLowering(block, constants, name, rows).lower()
+        except _NotRowLocal:
+            continue
+    raise AssertionError("lowering without rows cannot fail on row locality")
+
+
+class _BlockLowering:
+    """Builds the stages of one block for one choice of rows."""
+
+    def __init__(self, block: Block, constants: Mapping[Var, Any], name: str,
+                 rows: tuple[int, ...], cached: Mapping[Var, int] | None = None) -> None:
+        self.block = block
+        self.constants = constants
+        self.cached = dict(cached or {})  # var -> number of the stage that caches it
+        self.reads: dict[Var, list[tuple[int, tuple[Index, ...]]]] = {}
+        self._caches: list[tuple[str, Index, Expr]] = []  # of the stage being built
+        self._cache_buffers: dict[Var, Buffer] = {}
+        self.name = name
+        self.producer = {out: node for node in block.nodes for out in node.outputs}
+        self.rows = tuple(LoopVar(f"r{d}", extent) for d, extent in enumerate(rows))
+        self.literals: dict[Var, Any] = {}
+        self.inputs: list[Buffer] = []
+        self.storage: dict[Var, Buffer] = {}
+        for var in block.inputs:
+            if var in constants and np.ndim(constants[var]) == 0:
+                self.literals[var] = np.asarray(constants[var]).item()
+            else:
+                buffer = Buffer(f"in{len(self.inputs)}", var.shape, kernel_dtype(var), "input")
+                self.inputs.append(buffer)
+                self.storage[var] = buffer
+        self.outputs = [Buffer(f"out{k}", var.shape, kernel_dtype(var), "output")
+                        for k, var in enumerate(block.outputs)]
+        self.storage.update(zip(block.outputs, self.outputs))
+        self.temps: list[Buffer] = []
+        self.stages: list[Stage] = []
+        self._memo: dict[tuple[Var, tuple[Index, ...]], Expr] = {}
+        self._loop_count = 0
+
+    # -- stages ------------------------------------------------------------------------------
+    def lower(self) -> LoopKernel:
+        """The kernel; lowered twice when row-local caching applies (the first lowering
+        tells which stages read which values)."""
+        kernel = self._lower_stages()
+        if self.cached or not self.rows:
+            return kernel
+        plan = plan_row_caches(self.block.nodes, self.producer, self.reads, self.stages,
+                               self.rows, STAGED)
+        if not plan:
+            return kernel
+        rows = tuple(v.extent for v in self.rows)
+        return _BlockLowering(self.block, self.constants, self.name, rows, plan)._lower_stages()
+
+    def _lower_stages(self) -> LoopKernel:
+        for node in self.block.nodes:
+            if node.op in REDUCTIONS:
+                self._reduce_stage(node)
+            elif node.op == CONV:
+                self._depthwise_stage(node)
+            elif node.op == DOT:
+                self._dot_stage(node)
+        for var, buffer in zip(self.block.outputs, self.outputs):
+            if self.producer[var].op not in STAGED:
+                self._store_stage(var, buffer)
+        # merged copies: the row-cache plan reads self.stages with the unmerged loops
+        stages = [merge_contiguous_loops(s) if s.kind == "reduce" else s for s in self.stages]
+        limit = MAX_ROW_TEMP_ELEMENTS if self.rows else MAX_PARTIAL_ELEMENTS
+        stages = [t for s in stages for t in hoist_invariants(s, self._new_temp, limit)]
+        kernel = LoopKernel(self.name, self.inputs, self.outputs, self.temps, self.rows, stages)
+        kernel.notes["input_vars"] = [var for var in self.block.inputs
+                                      if var not in self.literals]
+        sizes = [len(expr_nodes([stage.value])) for stage in self.stages]
+        if max(sizes, default=0) > MAX_EXPRESSION_NODES:
+            raise UnsupportedBlock(f"inlined expression too large ({max(sizes)} nodes)")
+        return kernel
+
+    def _loops(self, shape: tuple[int, ...]) -> list[LoopVar]:
+        self._loop_count += 1
+        return [LoopVar(f"i{self._loop_count}_{d}", extent) for d, extent in enumerate(shape)]
+
+    def _row_indices(self) -> list[Index]:
+        return [Index.var(row) for row in self.rows]
+
+    def _store_stage(self, var: Var, buffer: Buffer) -> None:
+        """Stores ``var``: one stage over all of it, or, for a stored concatenate, a joined
+        loop: one stage per operand over that operand's part of the output, so that each
+        element reads only the operand it comes from (the predicated form reads every
+        operand, clamped, and selects one)."""
+        k = len(self.rows)
+        node = self.producer[var]
+        axis, parts = 0, [var]
+        if node.op == "concatenate" and node.params["dimension"] >= k:
+            axis, parts = node.params["dimension"], list(node.inputs)
+        starts = [0]  # where each part begins along the concatenated axis
+        for part in parts[:-1]:
+            starts.append(starts[-1] + part.shape[axis])
+        for part, start in zip(parts, starts):
+            loops = self._loops(part.shape[k:])
+            index = self._row_indices() + [Index.var(v) for v in loops]
+            target = list(index)
+            if start:
+                target[axis] = index[axis] + start
+            value = self.value_at(part, index)
+            self.stages.append(Stage("store", buffer.name, linearize(target, var.shape), value,
+                                     tuple(v for v in loops if v.extent > 1),
+                                     caches=self._take_caches()))
+
+    def _reduce_stage(self, node: Node) -> None:
+        operand, result = node.inputs[0], node.out
+        axes = sorted(node.params["axes"])
+        kept_axes = [a for a in range(operand.ndim) if a not in axes]
+        k = len(self.rows)
+        kept_loops = self._loops(tuple(operand.shape[a] for a in kept_axes[k:]))
+        # one loop per reduced axis: indices stay affine; reduce_order merges contiguous ones
+        names = [f"j{self._loop_count}"] if len(axes) == 1 else \
+            [f"j{self._loop_count}_{a}" for a in axes]
+        reduced = [LoopVar(name, operand.shape[a]) for name, a in zip(names, axes)]
+        kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
+        operand_index: list[Index] = [Index()] * operand.ndim
+        for axis, index in zip(kept_axes, kept_index):
+            operand_index[axis] = index
+        for axis, var in zip(axes, reduced):
+            operand_index[axis] = Index.var(var)
+        value = self.value_at(operand, operand_index)
+        self._add_reduction(result, REDUCTIONS[node.op], value, kept_loops, reduced)
+
+    def _depthwise_stage(self, node: Node) -> None:
+        """A depthwise convolution (``depthwise.py``): for every output element, the sum over
+        the window of input times weight, padding read as zero."""
+        result, dtype = node.out, kernel_dtype(node.out)
+        k = len(self.rows)
+        kept_loops = self._loops(result.shape[k:])
+        window = window_loops(node, f"w{self._loop_count}")
+        out_index = self._row_indices() + [Index.var(v) for v in kept_loops]
+        tap = window_tap(node, out_index, window)
+        x = self.value_at(node.inputs[0], tap.lhs)
+        inside = self._inside(tap.inside)
+        if inside is not None:
+            x = Expr("select", (inside, x, Expr("const", (), dtype, (0,))), dtype)
+        value = Expr("mul", (x, self.value_at(node.inputs[1], tap.rhs)), dtype)
+        self._add_reduction(result, "add", value, kept_loops, window)
+
+    def _dot_stage(self, node: Node) -> None:
+        """A contraction (dot_general): for every output element (batch dimensions, then the
+        free ones of lhs, then of rhs), the sum over the contracted dimensions of lhs times
+        rhs, both in the result's dtype. Which GEMMs a backend takes is its policy
+        (``codegen/kernel/kernel_blocks.py``, ``gemm_profitability``); large ones stay with XLA."""
+        lhs, rhs = node.inputs
+        result, dtype = node.out, kernel_dtype(node.out)
+        (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = node.params["dimension_numbers"]
+        kept_loops = self._loops(result.shape[len(self.rows):])
+        out_index = iter(self._row_indices() + [Index.var(v) for v in kept_loops])
+        contracted = [LoopVar(f"c{self._loop_count}_{n}", lhs.shape[d])
+                      for n, d in enumerate(lhs_contract)]
+        lhs_index: list[Index] = [Index()] * lhs.ndim
+        rhs_index: list[Index] = [Index()] * rhs.ndim
+        for a, b in zip(lhs_batch, rhs_batch):
+            lhs_index[a] = rhs_index[b] = next(out_index)
+        for a in range(lhs.ndim):
+            if a not in lhs_contract and a not in lhs_batch:
+                lhs_index[a] = next(out_index)
+        for b in range(rhs.ndim):
+            if b not in rhs_contract and b not in rhs_batch:
+                rhs_index[b] = next(out_index)
+        for var, a, b in zip(contracted, lhs_contract, rhs_contract):
+            lhs_index[a] = rhs_index[b] = Index.var(var)
+        x, y = (self._converted(self.value_at(v, i), dtype)
+                for v, i in ((lhs, lhs_index), (rhs, rhs_index)))
+        self._add_reduction(result, "add", Expr("mul", (x, y), dtype), kept_loops, contracted)
+
+    @staticmethod
+    def _converted(value: Expr, dtype: str) -> Expr:
+        return value if value.dtype == dtype else Expr("convert", (value,), dtype, (value.dtype,))
+
+    def _add_reduction(self, result: Var, combiner: str, value: Expr,
+                       kept_loops: list[LoopVar], reduced: list[LoopVar]) -> None:
+        """The stages that reduce ``value`` over ``reduced`` into ``result``'s storage."""
+        k = len(self.rows)
+        kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
+        if result in self.storage:  # a block output: reduce straight into it
+            buffer, target = self.storage[result], linearize(kept_index, result.shape)
+        else:
+            local_shape = result.shape[k:]
+            if int(np.prod(local_shape)) > MAX_ROW_TEMP_ELEMENTS and self.rows:
+                raise _NotRowLocal()
+            shape = local_shape if self.rows else result.shape
+            buffer = Buffer(f"t{len(self.temps)}", shape, kernel_dtype(result), "temp")
+            self.temps.append(buffer)
+            self.storage[result] = buffer
+            target = linearize(kept_index[k:] if self.rows else kept_index, shape)
+        stage = Stage("reduce", buffer.name, target, value,
+                      tuple(v for v in kept_loops if v.extent > 1),
+                      tuple(v for v in reduced if v.extent > 1), combiner,
+                      _identity(combiner, kernel_dtype(result)), self._take_caches())
+        memory = {b.name for b in (*self.inputs, *self.outputs)}
+        if self.rows:
+            chunks, limit = 1, MAX_ROW_TEMP_ELEMENTS
+        else:
+            chunks, limit = MAX_CHUNKS, MAX_PARTIAL_ELEMENTS
+        self.stages.extend(split_reduction(stage, memory, self._partial_temp(result),
+                                           chunks, limit))
+
+    def _partial_temp(self, result: Var):
+        return lambda shape: self._new_temp(shape, kernel_dtype(result))
+
+    def _new_temp(self, shape: tuple[int, ...], dtype: str) -> str:
+        buffer = Buffer(f"t{len(self.temps)}", shape, dtype, "temp")
+        self.temps.append(buffer)
+        return buffer.name
+
+    def _take_caches(self) -> tuple[tuple[str, Index, Expr], ...]:
+        caches, self._caches = tuple(self._caches), []
+        return caches
+
+    # -- expressions ---------------------------------------------------------------------------
+    def value_at(self, var: Var, index: list[Index]) -> Expr:
+        """The expression for element ``index`` of ``var`` (memoised: shared subexpressions)."""
+        key = (var, tuple(index))
+        found = self._memo.get(key)
+        if found is None:
+            self.reads.setdefault(var, []).append((len(self.stages), key[1]))
+            found = self._memo[key] = self._cached_or_compute(var, index)
+        return found
+
+    def _cached_or_compute(self, var: Var, index: list[Index]) -> Expr:
+        """A cached value is computed by the stage that caches it and loaded by later ones."""
+        stage = self.cached.get(var)
+        if stage is None:
+            return self._compute(var, index)
+        k = len(self.rows)
+        buffer = self._cache_buffers.get(var)
+        if buffer is None:
+            buffer = Buffer(f"t{len(self.temps)}", var.shape[k:], kernel_dtype(var), "temp")
+            self.temps.append(buffer)
+            self._cache_buffers[var] = buffer
+        local = linearize(index[k:], var.shape[k:])
+        if len(self.stages) > stage:
+            return Expr("load", (), kernel_dtype(var), (buffer.name, local))
+        value = self._compute(var, index)
+        self._caches.append((buffer.name, local, value))
+        return value
+
+    def _compute(self, var: Var, index: list[Index]) -> Expr:
+        dtype = kernel_dtype(var)
+        if var in self.literals:
+            return const(self.literals[var], dtype)
+        buffer = self.storage.get(var)
+        if buffer is not None and (buffer.role != "output" or var not in self.producer
+                                   or self.producer[var].op in STAGED):
+            return Expr("load", (), dtype, (buffer.name, self._buffer_index(var, buffer, index)))
+        node = self.producer[var]
+        rule = getattr(self, f"_lower_{node.op}", None)
+        if rule is not None:
+            return rule(node, index)
+        return Expr(ELEMENTWISE_LOWERING[node.op], tuple(self._operands(node, index)), dtype)
+
+    def _buffer_index(self, var: Var, buffer: Buffer, index: list[Index]) -> Index:
+        if var not in self.producer:  # a block input: every element is ready
+            return linearize(index, var.shape)
+        # a reduction computed in this kernel: inside the rows loop only this row exists
+        k = len(self.rows)
+        if list(index[:k]) != self._row_indices():
+            raise _NotRowLocal()
+        if buffer.role == "temp" and self.rows:
+            return linearize(index[k:], var.shape[k:])
+        return linearize(index, var.shape)
+
+    # index transforms
+    def _lower_broadcast_in_dim(self, node: Node, index: list[Index]) -> Expr:
+        operand = node.inputs[0]
+        dims = node.params["broadcast_dimensions"]
+        inner = [index[d] if operand.shape[j] != 1 else Index() for j, d in enumerate(dims)]
+        return self.value_at(operand, inner)
+
+    def _lower_reshape(self, node: Node, index: list[Index]) -> Expr:
+        operand = node.inputs[0]
+        flat = linearize(index, node.out.shape)
+        return self.value_at(operand, delinearize(flat, operand.shape))
+
+    _lower_squeeze = _lower_reshape
+    _lower_expand_dims = _lower_reshape
+
+    def _lower_copy(self, node: Node, index: list[Index]) -> Expr:
+        return self.value_at(node.inputs[0], index)
+
+    def _lower_transpose(self, node: Node, index: list[Index]) -> Expr:
+        inner: list[Index] = [Index()] * len(index)
+        for out_dim, in_dim in enumerate(node.params["permutation"]):
+            inner[in_dim] = index[out_dim]
+        return self.value_at(node.inputs[0], inner)
+
+    def _lower_rev(self, node: Node, index: list[Index]) -> Expr:
+        shape = node.out.shape
+        inner = [index[d] * -1 + (shape[d] - 1) if d in node.params["dimensions"] else index[d]
+                 for d in range(len(index))]
+        return self.value_at(node.inputs[0], inner)
+
+    def _lower_slice(self, node: Node, index: list[Index]) -> Expr:
+        strides = node.params["strides"] or (1,) * len(index)
+        inner = [i * s + int(start) for i, s, start in
+                 zip(index, strides, node.params["start_indices"])]
+        return self.value_at(node.inputs[0], inner)
+
+    def _lower_pad(self, node: Node, index: list[Index]) -> Expr:
+        operand, padding = node.inputs
+        inner = [i + (-int(low)) for i, (low, _high, _interior)
+                 in zip(index, node.params["padding_config"])]
+        value = self.value_at(operand, inner)
+        inside = self._inside(list(zip(inner, operand.shape)))
+        if inside is None:
+            return value
+        return Expr("select", (inside, value, self.value_at(padding, [])),
+                    kernel_dtype(node.out))
+
+    def _lower_concatenate(self, node: Node, index: list[Index]) -> Expr:
+        axis = node.params["dimension"]
+        offsets = np.cumsum([0] + [x.shape[axis] for x in node.inputs])
+        result = None
+        for operand, start in reversed(list(zip(node.inputs, offsets[:-1]))):
+            inner = list(index)
+            inner[axis] = index[axis] + (-int(start))
+            piece = self.value_at(operand, inner)
+            if result is None:
+                result = piece
+            else:
+                end = int(start) + operand.shape[axis]
+                result = Expr("select", (self._compare("lt", index[axis], end), piece, result),
+                              kernel_dtype(node.out))
+        return result
+
+    def _lower_iota(self, node: Node, index: list[Index]) -> Expr:
+        return Expr("index", (), kernel_dtype(node.out), (index[node.params["dimension"]],))
+
+    def _inside(self, positions: list[tuple[Index, int]]) -> Expr | None:
+        """That every ``(index, size)`` lies in ``[0, size)``, testing only the bounds an index
+        can cross (pad, a convolution's padded window); None when none can."""
+        checks = []
+        for index, size in positions:
+            low, high = index.bounds()
+            if low < 0:
+                checks.append(self._compare("ge", index, 0))
+            if high >= size:
+                checks.append(self._compare("lt", index, size))
+        if not checks:
+            return None
+        inside = checks[0]
+        for check in checks[1:]:
+            inside = Expr("and", (inside, check), "bool")
+        return inside
+
+    def _compare(self, op: str, index: Index, bound: int) -> Expr:
+        return Expr(op, (Expr("index", (), "i64", (index,)), Expr("const", (), "i64", (bound,))),
+                    "bool")
+
+    # elementwise operators that are not one IR operation
+    def _operands(self, node: Node, index: list[Index]) -> list[Expr]:
+        return [self.value_at(x, _broadcast_index(index, x)) for x in node.inputs]
+
+    def _lower_convert_element_type(self, node: Node, index: list[Index]) -> Expr:
+        (operand,) = self._operands(node, index)
+        return self._converted(operand, kernel_dtype(node.out))
+
+    def _lower_square(self, node: Node, index: list[Index]) -> Expr:
+        (x,) = self._operands(node, index)
+        return Expr("mul", (x, x), x.dtype)
+
+    def _lower_integer_pow(self, node: Node, index: list[Index]) -> Expr:
+        (x,) = self._operands(node, index)
+        exponent = int(node.params["y"])
+        result, power, remaining = None, x, abs(exponent)
+        while remaining:  # square-and-multiply, as XLA expands integer_pow
+            if remaining & 1:
+                result = power if result is None else Expr("mul", (result, power), x.dtype)
+            remaining >>= 1
+            if remaining:
+                power = Expr("mul", (power, power), x.dtype)
+        one = Expr("const", (), x.dtype, (1,))
+        if result is None:
+            return one
+        return Expr("div", (one, result), x.dtype) if exponent < 0 else result
+
+    def _lower_select_n(self, node: Node, index: list[Index]) -> Expr:
+        predicate, *cases = self._operands(node, index)
+        result = cases[-1]
+        for position in range(len(cases) - 2, -1, -1):
+            # case i is chosen when predicate == i; bool predicates have two cases
+            if predicate.dtype == "bool":
+                chosen = Expr("not", (predicate,), "bool")
+            else:
+                chosen = Expr("eq", (predicate, Expr("const", (), predicate.dtype, (position,))),
+                              "bool")
+            result = Expr("select", (chosen, cases[position], result), result.dtype)
+        return result
+
+    def _lower_clamp(self, node: Node, index: list[Index]) -> Expr:
+        low, x, high = self._operands(node, index)
+        return Expr("min", (Expr("max", (x, low), x.dtype), high), x.dtype)
+
+    def _lower_round(self, node: Node, index: list[Index]) -> Expr:
+        (x,) = self._operands(node, index)
+        method = int(node.params.get("rounding_method", 0))
+        return Expr("round_even" if method == 1 else "round_away", (x,), x.dtype)
+
+
+def _broadcast_index(index: list[Index], operand: Var) -> list[Index]:
+    """An elementwise operand's index: scalars take none, size-1 dimensions read index 0."""
+    if operand.ndim == 0:
+        return []
+    return [Index() if extent == 1 else i for i, extent in zip(index, operand.shape)]
+
+
+def _identity(combiner: str, dtype: str) -> Any:
+    floating = dtype.startswith("f")
+    if combiner == "add" or combiner == "or":
+        return 0
+    if combiner in ("mul", "and"):
+        return 1
+    if combiner == "max":
+        return -np.inf if floating else "min"
+    return np.inf if floating else "max"

@@ -1,0 +1,154 @@
+"""Trace a JAX function to a jaxpr and import it into the IR, inlining nested calls.
+
+Nested call primitives (``jit``, ``closed_call``, ``remat2``, ``custom_jvp_call``,
+``custom_vjp_call`` ...) are inlined: for a forward pass their body is the computation, and
+the fusion planner must see through them. ``stop_gradient`` is the identity going forward.
+Literals and constants of nested jaxprs become graph constants; closed-over constants of the
+top-level function become leading graph inputs whose values the caller passes at run time
+(they may be tracers of an enclosing transformation).
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> traced = trace_function(lambda x: jax.nn.relu(x) * 2.0, [jnp.ones((2, 2))])
+    >>> [node.op for node in traced.graph.nodes], traced.jaxpr_ops
+    (['max', 'mul'], 2)
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
+
+from dnnfusion_jax.frontend.ir import Graph, Node, Var
+
+# Call-like primitive → the parameter holding the jaxpr of its body.
+INLINED_CALLS: dict[str, str] = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+}
+
+# Primitives that are the identity on a forward pass and vanish on import.
+FORWARD_IDENTITIES = frozenset({"stop_gradient"})
+
+
+@dataclass
+class TracedFunction:
+    """A function traced at one input signature.
+
+    ``graph`` is the imported IR; ``consts`` the values of its leading ``graph.num_consts``
+    inputs; ``jaxpr_ops`` the number of equations once nested calls are flattened;
+    ``in_tree``/``out_tree`` the pytree structures of ``(args, kwargs)`` and of the result.
+    """
+
+    graph: Graph
+    closed_jaxpr: ClosedJaxpr
+    consts: list[Any]
+    jaxpr_ops: int
+    in_tree: Any
+    out_tree: Any
+
+    def reference(self) -> Callable[..., list[Any]]:
+        """The traced jaxpr as a function of ``(*consts, *args)``, nested calls intact.
+
+        This is what derivatives are taken of: ``custom_jvp``/``custom_vjp`` rules and
+        ``stop_gradient``, which the imported graph no longer has, still apply here.
+        """
+        jaxpr = self.closed_jaxpr.jaxpr
+        open_consts = jaxpr.replace(constvars=[], invars=[*jaxpr.constvars, *jaxpr.invars])
+        return jaxpr_as_fun(ClosedJaxpr(open_consts, []))
+
+
+def trace_function(fun: Callable, args: Sequence[Any], kwargs: dict | None = None) -> TracedFunction:
+    """Trace ``fun(*args, **kwargs)`` and import it; args may be arrays, tracers or pytrees.
+
+    Errors raised by ``fun`` itself (shape mismatches, concretization errors) propagate
+    unchanged, exactly as ``jax.make_jaxpr`` raises them.
+    """
+    leaves, in_tree = jax.tree_util.tree_flatten((tuple(args), dict(kwargs or {})))
+    out_trees: list[Any] = []
+
+    @functools.wraps(fun)  # errors and debug info then name the user's function
+    def flat_fun(*flat_args):
+        call_args, call_kwargs = jax.tree_util.tree_unflatten(in_tree, flat_args)
+        out_leaves, out_tree = jax.tree_util.tree_flatten(fun(*call_args, **call_kwargs))
+        out_trees.append(out_tree)
+        return out_leaves
+
+    closed = jax.make_jaxpr(flat_fun)(*leaves)
+    graph, jaxpr_ops = import_jaxpr(closed)
+    return TracedFunction(graph, closed, list(closed.consts), jaxpr_ops, in_tree, out_trees[-1])
+
+
+def import_jaxpr(closed: ClosedJaxpr) -> tuple[Graph, int]:
+    """Converts a closed jaxpr to a Graph; returns it with the flattened equation count."""
+    importer = _Importer()
+    const_inputs = [_var_like(v) for v in closed.jaxpr.constvars]
+    arg_inputs = [_var_like(v) for v in closed.jaxpr.invars]
+    outputs = importer.inline(closed.jaxpr, [*const_inputs, *arg_inputs], consts=None)
+    graph = Graph([*const_inputs, *arg_inputs], importer.constants, importer.nodes, outputs,
+                  num_consts=len(const_inputs))
+    return graph, importer.jaxpr_ops
+
+
+def _var_like(jaxpr_var: Any) -> Var:
+    aval = jaxpr_var.aval
+    return Var(tuple(getattr(aval, "shape", ())), getattr(aval, "dtype", aval),
+               bool(getattr(aval, "weak_type", False)))
+
+
+class _Importer:
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.constants: dict[Var, Any] = {}
+        self.jaxpr_ops = 0
+
+    def inline(self, jaxpr: Jaxpr, inputs: Sequence[Var], consts: Sequence[Any] | None) -> list[Var]:
+        """Imports ``jaxpr`` with its invars (and constvars, when ``consts`` is None) bound."""
+        env: dict[Any, Var] = {}
+        if consts is None:  # top level: constvars are the leading inputs
+            env.update(zip([*jaxpr.constvars, *jaxpr.invars], inputs))
+        else:
+            for constvar, value in zip(jaxpr.constvars, consts):
+                env[constvar] = self._constant(constvar, value)
+            env.update(zip(jaxpr.invars, inputs))
+
+        for eqn in jaxpr.eqns:
+            ins = [self._read(env, atom) for atom in eqn.invars]
+            name = eqn.primitive.name
+            if name in INLINED_CALLS:
+                body = eqn.params[INLINED_CALLS[name]]
+                if isinstance(body, ClosedJaxpr):
+                    outs = self.inline(body.jaxpr, ins, body.consts)
+                else:
+                    outs = self.inline(body, ins, ())
+            elif name in FORWARD_IDENTITIES:
+                self.jaxpr_ops += 1
+                outs = ins
+            else:
+                self.jaxpr_ops += 1
+                outs = [_var_like(v) for v in eqn.outvars]
+                self.nodes.append(Node(eqn.primitive, tuple(ins), tuple(outs), dict(eqn.params),
+                                       frozenset(eqn.effects)))
+            env.update(zip(eqn.outvars, outs))
+        return [self._read(env, atom) for atom in jaxpr.outvars]
+
+    def _read(self, env: dict[Any, Var], atom: Any) -> Var:
+        if isinstance(atom, Literal):
+            return self._constant(atom, atom.val)
+        return env[atom]
+
+    def _constant(self, atom: Any, value: Any) -> Var:
+        var = _var_like(atom)
+        self.constants[var] = value
+        return var
