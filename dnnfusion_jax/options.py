@@ -148,10 +148,12 @@ def make_options(**options: Any) -> Options:
         raise TypeError("dnnfusion.jit option 'saturation' must be a SaturationBudget, got "
                         f"{result.saturation!r}")
     _check_rules(result.rules)
-    for flag in ("rewrite", "fallback", "debug", "profile", "finite_math"):
-        if not isinstance(getattr(result, flag), bool):
+    flags = {"rewrite": result.rewrite, "fallback": result.fallback, "debug": result.debug,
+             "profile": result.profile, "finite_math": result.finite_math}
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
             raise TypeError(f"dnnfusion.jit option {flag!r} must be True or False, "
-                            f"got {getattr(result, flag)!r}")
+                            f"got {value!r}")
     return result
 
 
@@ -164,7 +166,7 @@ def _check_choice(option: str, value: Any, valid: list[str]) -> None:
 def _check_rules(rules: Any) -> None:
     items = rules if isinstance(rules, tuple) else (rules,)
     for item in items:
-        if item is not None and not isinstance(item, (Rule, str)) and not hasattr(item, "__fspath__"):
+        if item is not None and not isinstance(item, (Rule, str, os.PathLike)):
             raise TypeError("dnnfusion.jit option 'rules' takes Rule objects, rule file paths "
                             f"or 'default', got {item!r}")
     if rules is not None:  # a missing or broken rule file is the caller's error, said now

@@ -26,7 +26,6 @@ import jax
 import numpy as np
 
 from dnnfusion_jax.ops.cost import node_flops
-from dnnfusion_jax.fusion.backend import GemmPolicy, Kernel
 from dnnfusion_jax.frontend.ir import Node, Var
 from codegen.kernel.lowering import lower_block
 from dnnfusion_jax.fusion.plan import Block
@@ -34,7 +33,9 @@ from dnnfusion_jax.fusion.plan import Block
 from codegen.c.render import render_c
 from codegen.compile_cache import build_shared_library
 from codegen.c.ffi_runtime import call_kernel, kernel_id_for, load_kernel
-from codegen.kernel.kernel_blocks import C_GEMM_FLOPS, kernel_fusible, require_kernel_block
+from codegen.kernel.kernel_backend import KernelBackend, KernelCall
+from codegen.kernel.kernel_blocks import C_GEMM_FLOPS
+from codegen.kernel.kernel_ir import LoopKernel
 
 HOST_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
               "-std=gnu11", "-lm")
@@ -47,7 +48,8 @@ def kernel_symbol(source: str) -> str:
     return "dnf_" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def c_kernel_source(block: Block, constants: Mapping[Var, Any]) -> tuple[str, str, Any]:
+def c_kernel_source(block: Block,
+                    constants: Mapping[Var, Any]) -> tuple[str, str, LoopKernel]:
     """(symbol, C source, loop kernel) of ``block``; raises UnsupportedBlock."""
     loop_kernel = lower_block(block, constants, name="dnf_kernel", tile_transposes=True)
     draft = render_c(loop_kernel)
@@ -56,11 +58,11 @@ def c_kernel_source(block: Block, constants: Mapping[Var, Any]) -> tuple[str, st
     return symbol, draft.replace("dnf_kernel", symbol), loop_kernel
 
 
-class CBackend:
-    """Compiles blocks to C kernels; ``cache_dir`` overrides the compile cache location."""
+class CBackend(KernelBackend):
+    """Compiles blocks to C kernels; ``cache_dir`` overrides the compile cache location.
+    ``gemm_choice`` None: GEMMs up to ``C_GEMM_FLOPS`` run in C kernels."""
 
     name = "c"
-    renders_gemms = True
 
     def __init__(self, cache_dir: str | Path | None = None, compiler: str = "gcc",
                  flags: Sequence[str] = HOST_FLAGS) -> None:
@@ -68,41 +70,30 @@ class CBackend:
         self.compiler = compiler
         self.flags = tuple(flags)
 
-    gemm_choice: GemmPolicy | None = None
-    """Which GEMMs are worth running in C kernels; None: those up to ``C_GEMM_FLOPS``.
-    ``profile=True`` sets a measured one (``gemm_profitability``)."""
-
-    def fusible(self, node: Node) -> str | None:
-        """Why ``node`` may not join a C kernel with others (None: it may)."""
-        return kernel_fusible(node, self.gemm_in_kernel)
-
-    def gemm_in_kernel(self, node: Node) -> bool:
-        """Whether this dot_general joins a C kernel (any GEMM can: the question is speed)."""
-        return (self.gemm_choice or self.unmeasured_gemm_choice)(node)
-
     @staticmethod
     def unmeasured_gemm_choice(node: Node) -> bool:
         """GEMMs up to ``C_GEMM_FLOPS`` are worth a C kernel."""
         return node_flops(node) <= C_GEMM_FLOPS
 
-    def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
-        require_kernel_block(block, self.gemm_in_kernel)
-        symbol, source, loop_kernel = c_kernel_source(block, constants)
+    def render_block(self, block: Block, constants: Mapping[Var, Any]) -> tuple[str, LoopKernel]:
+        _, source, loop_kernel = c_kernel_source(block, constants)
+        return source, loop_kernel
+
+    def build(self, block: Block, source: str, kernel: LoopKernel) -> KernelCall:
+        """Builds the shared library (or finds it in the compile cache) and loads the kernel
+        into the FFI handler's table."""
         library = build_shared_library(source, compiler=self.compiler, flags=self.flags,
                                        cache_dir=self.cache_dir)
         kernel_id = kernel_id_for(source + " ".join(self.flags))
-        load_kernel(library, symbol, kernel_id)
-        positions = [block.inputs.index(var) for var in loop_kernel.notes["input_vars"]]
+        load_kernel(library, kernel.name, kernel_id)
         out_avals = [jax.ShapeDtypeStruct(v.shape, np.dtype(v.dtype)) for v in block.outputs]
+        expected = [(var, np.dtype(var.dtype)) for var in kernel.input_vars]
 
-        expected = [(block.inputs[p], np.dtype(block.inputs[p].dtype)) for p in positions]
-
-        def run(inputs: Sequence[Any]) -> list[Any]:
-            args = [inputs[p] for p in positions]
+        def run(args: Sequence[Any]) -> list[Any]:
             for (var, dtype), arg in zip(expected, args):  # shapes are baked into the C code
                 if tuple(np.shape(arg)) != var.shape or np.dtype(arg.dtype) != dtype:
-                    raise ValueError(f"C kernel {symbol} expects {var.type_str}, got "
+                    raise ValueError(f"C kernel {kernel.name} expects {var.type_str}, got "
                                      f"{arg.dtype}{list(np.shape(arg))}")
             return call_kernel(kernel_id, args, out_avals)
 
-        return Kernel(block, self.name, source, run)
+        return run

@@ -1,14 +1,15 @@
 """Renders a kernel IR ``LoopKernel`` as one C function (the C code generator).
 
-The function has the fixed ABI of ``c_abi.h``, ``void NAME(const void *const *in, void *const
+The function has the fixed ABI of ``abi.h``, ``void NAME(const void *const *in, void *const
 *out, const dnf_runtime *rt)``: the buffers in order, shapes baked in. Loops follow the IR: the
 rows loop (if any) is the parallel loop and the stages run inside it; otherwise each stage
 parallelises its own outer loop. A parallel loop's body becomes a static function of a range
-``[begin, end)`` handed to ``rt->parallel_for`` (``c_writer.py``; under the FFI, XLA's thread
+``[begin, end)`` handed to ``rt->parallel_for`` (``writer.py``; under the FFI, XLA's thread
 pool runs it). Reductions accumulate in ``LANES`` independent lanes, which gcc vectorises
 without ``-ffast-math`` (the summation order is written out, not licensed by a flag); a layout
 transpose walks tiles. Operations are spelled by ``C_OPS``, one entry per kernel IR operation,
-with helpers from ``c_prelude.h``.
+with helpers from ``prelude.h``. The expression walk and the index printer are shared with
+Pallas (``codegen/kernel/printer.py``).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from codegen.kernel.guarded_loads import affine_coefficient, uniform_loads
 from codegen.kernel.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
+from codegen.kernel.printer import ExprWalker, IndexPrinter
 
 from codegen.c.spelling import C_TYPES, convert, literal, spell
 from codegen.c.writer import CWriter
@@ -38,22 +40,24 @@ PRELUDE = C_ABI + Path(__file__).with_name("prelude.h").read_text()
 LANES = 16               # independent accumulators per reduction: one AVX-512 vector of f32
 TILE = 16                 # a transposing loop pair walks 16 × 16 tiles (64-byte lines of f32)
 
-def render_index(index: Index, names: dict[LoopVar, str]) -> str:
-    """C text of an integer index expression (all arithmetic in ``long``)."""
-    parts = []
-    for atom, coef in index.terms:
-        if isinstance(atom, LoopVar):
-            text = names.get(atom, atom.name)
-        elif hasattr(atom, "modulus"):
-            inner = render_index(atom.index, names)
-            divided = f"({inner}) / {atom.divisor}" if atom.divisor != 1 else f"({inner})"
-            text = f"(({divided}) % {atom.modulus})"
-        else:
-            text = f"(({render_index(atom.index, names)}) / {atom.divisor})"
-        parts.append(text if coef == 1 else f"{text} * {coef}")
-    if index.const or not parts:
-        parts.append(str(index.const))
-    return " + ".join(parts)
+class CIndex(IndexPrinter):
+    """C's spelling of an ``Index``: all arithmetic in ``long``, ``/`` and ``%`` parenthesised.
+
+    >>> from codegen.kernel.kernel_ir import Index, LoopVar
+    >>> render_index(Index.var(LoopVar("i", 64)).digit(4, 8) * 2 + 1, {})
+    '(((i) / 4) % 8) * 2 + 1'
+    """
+
+    def div(self, inner: str, divisor: int) -> str:
+        return f"(({inner}) / {divisor})"
+
+    def mod(self, inner: str, divisor: int, modulus: int) -> str:
+        divided = f"({inner}) / {divisor}" if divisor != 1 else f"({inner})"
+        return f"(({divided}) % {modulus})"
+
+
+render_index = CIndex()
+"""C text of an integer index expression: ``render_index(index, names)``."""
 
 
 def _load_index(w: CWriter, load: Expr, names: dict[LoopVar, str],
@@ -154,28 +158,35 @@ def _stage_work(stage: Stage) -> int:
     return math.prod(v.extent for v in (*stage.loops, *stage.reduce_loops))
 
 
-def _render_body(w: CWriter, roots: list[Expr], names: dict[LoopVar, str],
-                 inner: LoopVar | None) -> list[str]:
-    """Emits one ``const`` local per shared sub-expression; returns the roots' C names.
-    ``inner``: the innermost loop around these expressions (None: no loop)."""
-    spelled: dict[Expr, str] = {}
-    uniform = uniform_loads(roots, inner) if inner is not None else set()
-    for n, expr in enumerate(expr_nodes(roots)):
-        if expr.op == "const":
-            spelled[expr] = literal(expr.attrs[0], expr.dtype)
-            continue
-        if expr.op == "load":
-            index = _load_index(w, expr, names, inner if expr in uniform else None)
-            text = f"{expr.attrs[0]}[{index}]"
-        elif expr.op == "index":
-            text = f"(({C_TYPES[expr.dtype]})({render_index(expr.attrs[0], names)}))"
-        elif expr.op == "convert":
-            text = convert(expr, spelled[expr.args[0]])
-        else:
-            text = spell(expr, [spelled[a] for a in expr.args])
-        w.line(f"const {C_TYPES[expr.dtype]} v{n} = {text};")
-        spelled[expr] = f"v{n}"
-    return [spelled[root] for root in roots]
+class _CValues(ExprWalker):
+    """One ``const`` local per shared sub-expression, named ``v<position>``. ``inner``: the
+    innermost loop around these expressions (None: no loop); its uniform loads stay
+    contiguous (``_load_index``)."""
+
+    def __init__(self, w: CWriter, names: dict[LoopVar, str], roots: list[Expr],
+                 inner: LoopVar | None) -> None:
+        self.w, self.names, self.inner = w, names, inner
+        self.uniform = uniform_loads(roots, inner) if inner is not None else set()
+
+    def constant(self, expr: Expr) -> str:
+        return literal(expr.attrs[0], expr.dtype)
+
+    def load(self, expr: Expr) -> str:
+        uniform_in = self.inner if expr in self.uniform else None
+        return f"{expr.attrs[0]}[{_load_index(self.w, expr, self.names, uniform_in)}]"
+
+    def index(self, expr: Expr) -> str:
+        return f"(({C_TYPES[expr.dtype]})({render_index(expr.attrs[0], self.names)}))"
+
+    def convert(self, expr: Expr, operand: str) -> str:
+        return convert(expr, operand)
+
+    def operation(self, expr: Expr, operands: list[str]) -> str:
+        return spell(expr, operands)
+
+    def bind(self, expr: Expr, code: str, operands: list[str], position: int) -> str:
+        self.w.line(f"const {C_TYPES[expr.dtype]} v{position} = {code};")
+        return f"v{position}"
 
 
 def _open_loops(w: CWriter, loops: tuple[LoopVar, ...], parallel: bool, work: int,
@@ -299,7 +310,8 @@ def _zero_sign_in_place(w: CWriter, stage: Stage, target: str) -> None:
 def _render_point(w: CWriter, stage: Stage, names: dict[LoopVar, str]) -> str:
     """The stage's value at one point, after storing its row-local caches there."""
     roots = [stage.value, *(value for _, _, value in stage.caches)]
-    value, *cached = _render_body(w, roots, names, stage.nest[-1] if stage.nest else None)
+    inner = stage.nest[-1] if stage.nest else None
+    value, *cached = _CValues(w, names, roots, inner).walk(roots)
     for (temp, index, _), text in zip(stage.caches, cached):
         w.line(f"{temp}[{render_index(index, names)}] = {text};")
     return value

@@ -28,9 +28,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any
 
-from dnnfusion_jax.fusion.backend import GemmPolicy, UnsupportedBlock
+from dnnfusion_jax.fusion.backend import Backend, GemmPolicy, UnsupportedBlock
 from dnnfusion_jax.frontend.ir import Node
 from codegen.kernel.lowering import unsupported_reason
 from dnnfusion_jax.ops.mapping_types import node_mapping_type
@@ -41,7 +40,7 @@ class MeasuredGemmChoice:
     """A ``GemmPolicy`` that times the GEMM in ``backend``'s kernel and in ``reference`` (XLA)
     on this device, once per shape; ``fallback`` answers past ``budget`` timings."""
 
-    def __init__(self, backend: Any, reference: Any, database: ProfilingDatabase,
+    def __init__(self, backend: Backend, reference: Backend, database: ProfilingDatabase,
                  fallback: GemmPolicy, budget: int = 16) -> None:
         # the backend times the GEMM in its kernel whatever its own policy says
         self.backend = copy.copy(backend)

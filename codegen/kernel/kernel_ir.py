@@ -1,7 +1,7 @@
 """The kernel IR: one fused block as loop nests over a per-element expression DAG.
 
-Every code generator (C today, Pallas next) renders this IR; only the spelling of an operation
-and of a loop differs between them. A ``LoopKernel`` has
+Every code generator (C and Pallas) renders this IR; only the spelling of an operation and of a
+loop differs between them (``printer.py`` holds what they share). A ``LoopKernel`` has
 
 * ``rows``: an optional shared, parallel outer iteration space. Every stage runs inside it, so a
   row of a softmax is read from memory once per stage while it is still in cache;
@@ -26,10 +26,12 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dnnfusion_jax.frontend.ir import Var
 
 
 @dataclass(frozen=True)
@@ -282,9 +284,11 @@ def substitute(index: Index, mapping: dict[LoopVar, Index]) -> Index:
 class Expr:
     """One scalar operation in a stage. Structurally equal expressions are one value (CSE).
 
-    ``op`` is an operation name from ``ELEMENTWISE_OPS`` or one of: ``load`` (attrs: buffer
-    name, Index), ``const`` (attrs: value; build it with ``const``), ``index`` (attrs: Index,
-    the value of an integer index), ``convert`` (attrs: source dtype).
+    ``op`` is an elementwise operation (``add``, ``exp``, ``select``...: each renderer's
+    spelling table names them; semantics are XLA's: NaN-propagating max/min, IEEE
+    comparisons) or one of: ``load`` (attrs: buffer name, Index), ``const`` (attrs: value;
+    build it with ``const``), ``index`` (attrs: Index, the value of an integer index),
+    ``convert`` (attrs: source dtype).
     """
 
     op: str
@@ -308,17 +312,6 @@ def const(value: Any, dtype: str) -> Expr:
     negative_zero = isinstance(value, (float, np.floating)) and value == 0 and np.signbit(value)
     return Expr("const", (), dtype, (value, NEGATIVE_ZERO) if negative_zero else (value,))
 
-
-ELEMENTWISE_OPS = {
-    # name: arity. Semantics are XLA's (NaN-propagating max/min, IEEE comparisons).
-    "neg": 1, "abs": 1, "exp": 1, "exp2": 1, "log": 1, "log1p": 1, "expm1": 1, "tanh": 1,
-    "logistic": 1, "sqrt": 1, "rsqrt": 1, "cbrt": 1, "sin": 1, "cos": 1, "tan": 1,
-    "floor": 1, "ceil": 1, "round_away": 1, "round_even": 1, "sign": 1, "erf": 1, "erfc": 1,
-    "is_finite": 1, "not": 1, "square": 1,
-    "add": 2, "sub": 2, "mul": 2, "div": 2, "rem": 2, "max": 2, "min": 2, "pow": 2,
-    "atan2": 2, "and": 2, "or": 2, "xor": 2, "eq": 2, "ne": 2, "lt": 2, "le": 2, "gt": 2,
-    "ge": 2, "select": 3,
-}
 
 @dataclass(frozen=True)
 class Buffer:
@@ -387,6 +380,8 @@ class LoopKernel:
     """A whole fused block: buffers, the shared rows loop, and the stages in order.
 
     ``temps`` are indexed by the row-local part only: inside the rows loop they hold one row.
+    ``input_vars``: the block's values the ``inputs`` hold, in order (the lowering inlines
+    small constants, so a block input may have no buffer); the backends pass these.
     """
 
     name: str
@@ -395,7 +390,7 @@ class LoopKernel:
     temps: list[Buffer]
     rows: tuple[LoopVar, ...]
     stages: list[Stage]
-    notes: dict[str, Any] = field(default_factory=dict)
+    input_vars: tuple[Var, ...] = ()
 
     def buffer(self, name: str) -> Buffer:
         for buffer in (*self.inputs, *self.outputs, *self.temps):

@@ -199,9 +199,9 @@ class _BlockLowering:
         stages = [merge_contiguous_loops(s) if s.kind == "reduce" else s for s in self.stages]
         limit = MAX_ROW_TEMP_ELEMENTS if self.rows else MAX_PARTIAL_ELEMENTS
         stages = [t for s in stages for t in hoist_invariants(s, self._new_temp, limit)]
-        kernel = LoopKernel(self.name, self.inputs, self.outputs, self.temps, self.rows, stages)
-        kernel.notes["input_vars"] = [var for var in self.block.inputs
-                                      if var not in self.literals]
+        input_vars = tuple(var for var in self.block.inputs if var not in self.literals)
+        kernel = LoopKernel(self.name, self.inputs, self.outputs, self.temps, self.rows, stages,
+                            input_vars)
         sizes = [len(expr_nodes([stage.value])) for stage in self.stages]
         if max(sizes, default=0) > MAX_EXPRESSION_NODES:
             raise UnsupportedBlock(f"inlined expression too large ({max(sizes)} nodes)")

@@ -44,14 +44,14 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from dnnfusion_jax.fusion.backend import GemmPolicy, Kernel, UnsupportedBlock
+from dnnfusion_jax.fusion.backend import UnsupportedBlock
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from codegen.kernel.kernel_ir import LoopKernel
 from codegen.kernel.lowering import lower_block
 from dnnfusion_jax.fusion.plan import Block
 
 from codegen.pallas import math as pallas_math
-from codegen.kernel.kernel_blocks import kernel_fusible, require_kernel_block
+from codegen.kernel.kernel_backend import KernelBackend, KernelCall
 from codegen.pallas.grid import GridShape, grid_shape, next_power_of_two
 from codegen.pallas.render import Unrenderable, render_pallas
 from codegen.pallas.stages import render_calls, split_stages
@@ -139,33 +139,25 @@ def cuda_lowerings(graph: Graph) -> Iterator[tuple[Block, str | Exception]]:
             yield block, why
             continue
         call = build_kernel(source, kernel.name, interpret=False)
-        avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in kernel.notes["input_vars"]]
+        avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in kernel.input_vars]
         try:
             yield block, lower_for_cuda(call, avals)
         except Exception as error:  # noqa: BLE001 - the caller reports what failed
             yield block, error
 
 
-class PallasBackend:
-    """Compiles blocks to Pallas kernels (interpret mode where no GPU is the default device)."""
+class PallasBackend(KernelBackend):
+    """Compiles blocks to Pallas kernels (interpret mode where no GPU is the default device).
+    ``gemm_choice`` None: GEMMs that fit a program and are up to the device kind's
+    ``gemm_flops`` run in Pallas kernels."""
 
     name = "pallas"
-    renders_gemms = True
-
-    gemm_choice: GemmPolicy | None = None
-    """Which GEMMs that fit a program are worth running in Pallas kernels; None: those up to
-    the device kind's ``gemm_flops``. ``profile=True`` sets a measured one
-    (``gemm_profitability``)."""
 
     def __init__(self, interpret: bool | None = None, block_points: BlockPoints | None = None,
                  tile: int | None = None):
         self.interpret = interpreting() if interpret is None else interpret
         self.block_points = block_points
         self.tile = tile  # elements per program; None: the device kind's (unbounded interpreted)
-
-    def fusible(self, node: Node) -> str | None:
-        """Why ``node`` may not join a Pallas kernel with others (None: it may)."""
-        return kernel_fusible(node, self.gemm_in_kernel)
 
     @functools.cached_property
     def device(self) -> tuple[str, Settings]:
@@ -179,11 +171,9 @@ class PallasBackend:
         """The GPU's kind, the key of its measurements; None interpreted (this CPU's)."""
         return None if self.interpret else self.device[0]
 
-    def gemm_in_kernel(self, node: Node) -> bool:
-        """Whether this dot_general runs inside a Pallas kernel: it fits a program (legality)
-        and is worth it (``gemm_choice``)."""
-        return (gemm_fits(node, self.tile_for())
-                and (self.gemm_choice or self.unmeasured_gemm_choice)(node))
+    def gemm_fits(self, node: Node) -> bool:
+        """Whether this dot_general's panel fits a program's tile."""
+        return gemm_fits(node, self.tile_for())
 
     def unmeasured_gemm_choice(self, node: Node) -> bool:
         """GEMMs up to the device kind's ``gemm_flops`` (``INTERPRET_GEMM_FLOPS``
@@ -195,9 +185,7 @@ class PallasBackend:
         """Elements one program may hold (None: unbounded, interpreted)."""
         return self.tile or (None if self.interpret else self.device[1].tile_elements)
 
-    def source(self, block: Block, constants: Mapping[Var, Any] = {}) -> tuple[str, LoopKernel]:
-        """(Python source, loop kernel) of ``block``; raises UnsupportedBlock."""
-        require_kernel_block(block, self.gemm_in_kernel)
+    def render_block(self, block: Block, constants: Mapping[Var, Any]) -> tuple[str, LoopKernel]:
         loop_kernel = lower_block(block, constants, name=kernel_name(block))
         device_kind, tile = self.device[0], self.tile_for()
         try:
@@ -221,14 +209,12 @@ class PallasBackend:
                                f"{GPU_MAX_TILE_ELEMENTS} on a GPU)")
         return render_pallas(kernel, block)
 
-    def compile_block(self, block: Block, constants: Mapping[Var, Any] = {}) -> Kernel:
-        source, loop_kernel = self.source(block, constants)
-        call = build_kernel(source, loop_kernel.name, self.interpret)
-        positions = [block.inputs.index(var) for var in loop_kernel.notes["input_vars"]]
-        # trace it once now: a kernel Pallas rejects, or one whose results are not the block's
-        # shapes and dtypes, falls back here, block by block, instead of failing the whole jit
-        avals = [jax.ShapeDtypeStruct(block.inputs[p].shape, block.inputs[p].dtype)
-                 for p in positions]
+    def build(self, block: Block, source: str, kernel: LoopKernel) -> KernelCall:
+        """Executes the source and traces the call once now: a kernel Pallas rejects, or one
+        whose results are not the block's shapes and dtypes, falls back here, block by block,
+        instead of failing the whole jit."""
+        call = build_kernel(source, kernel.name, self.interpret)
+        avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in kernel.input_vars]
         try:
             results = jax.eval_shape(call, *avals)
             if not self.interpret:  # Triton's own checks, and its compiler's
@@ -240,8 +226,4 @@ class PallasBackend:
         want = [(tuple(v.shape), np.dtype(v.dtype)) for v in block.outputs]
         if got != want:
             raise UnsupportedBlock(f"Pallas renderer: results {got} are not the block's {want}")
-
-        def run(inputs: Sequence[Any]) -> list[Any]:
-            return call(*(inputs[p] for p in positions))
-
-        return Kernel(block, self.name, source, run)
+        return lambda args: call(*args)

@@ -5,7 +5,7 @@ Same IR as the C renderer, other spelling. Where C runs a loop nest one element 
 Pallas stage is *array code* over a tile:
 
 * **Grid.** The grid walks the kernel's rows, ``block`` of them per program, or every point of
-  a one-stage kernel (``pallas_grid``); the backend chooses ``block``.
+  a one-stage kernel (``grid.py``); the backend chooses ``block``.
 * **Tiles of powers of two.** A stage is array code over (the program's rows, its kept loops
   flattened, its reduced loops flattened), each axis padded to a power of two (Triton's rule
   for every array); a loop variable is a digit of its axis. Lanes past an extent are masked:
@@ -25,12 +25,14 @@ Pallas stage is *array code* over a tile:
   nothing in interpret mode. A kernel that reads an output it wrote in another row's place
   runs as one program.
 * **Operations** are ``lax`` functions (XLA semantics: NaN-propagating max/min, C-style integer
-  division); those Triton lacks (erf, erfc, round) come from ``pallas_math`` as ``pm.*``. A
+  division); those Triton lacks (erf, erfc, round) come from ``math.py`` as ``pm.*``. A
   GEMM stage (from a dot_general the backend took into the kernel) is one ``lax.dot_general``
   of two tiles, Triton's ``tl.dot``, when each tile side is 16 or more.
 
 The source expects ``jax, jnp, lax, np, pl, plgpu, pm``, ``INTERPRET`` and ``BARRIER``
-(``pallas_backend.namespace``); its spelling tables are ``pallas_spelling``.
+(``backend.namespace``); its spelling tables are ``spelling.py``. The expression walk and the
+index printer are shared with C (``codegen/kernel/printer.py``); ``call.py`` writes the
+``pl.pallas_call`` around the body and ``held.py`` decides which values stay in registers.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -50,14 +52,16 @@ Example:
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 from codegen.kernel.guarded_loads import index_vars
-from codegen.kernel.kernel_ir import (Buffer, Div, Expr, Index, LoopKernel, LoopVar, Stage,
-                                     expr_nodes, render_expr, substitute)
+from codegen.kernel.kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage,
+                                     render_expr, substitute)
 
+from codegen.kernel.printer import ExprWalker, IndexPrinter
+from codegen.pallas.call import call_source
+from codegen.pallas.held import Held, Lanes, reading
 from codegen.pallas.grid import grid_shape, is_contraction, next_power_of_two
 from codegen.pallas.spelling import (INDEX_DTYPES, JNP_DTYPES, PALLAS_OPS, REDUCERS, comment, literal,
                               shape_args, shape_tuple)
@@ -95,7 +99,7 @@ class _Axis:
     position: int = 0
 
 
-class _Renderer:
+class _Renderer(ExprWalker):
     def __init__(self, kernel: LoopKernel, block: int | None,
                  memory: _Memory | None = None) -> None:
         self.kernel = kernel
@@ -124,7 +128,7 @@ class _Renderer:
         self.written: set[str] = set()  # buffers stored by earlier stages
         self.read_back: set[str] = set()  # of those, the ones a later stage loads from memory
         self.barriers: set[int] = set()  # the stages that load them
-        self.stored: dict[str, list[tuple[Index, str, dict]]] = {}  # buffer → values held
+        self.stored: dict[str, list[Held]] = {}  # buffer → values held in registers
         in_memory = memory.read_back if memory else {t.name for t in kernel.temps}
         self.scratch = [t for t in kernel.temps if t.name in in_memory]
         self.varies: dict[str, frozenset[LoopVar]] = {}  # value name → axes it varies along
@@ -144,45 +148,12 @@ class _Renderer:
         self.lines.append(f"def {k.name}_body({', '.join(refs)}):")
         for position, stage in enumerate(k.stages):
             self._stage(position, stage)
-        return "\n".join(self.lines) + "\n\n\n" + self._call() + "\n"
+        slots = [(t, self._argument_size(t)) for t in self.scratch]
+        call = call_source(k, self.grid, self.block, slots)
+        return "\n".join(self.lines) + "\n\n\n" + call + "\n"
 
     def memory(self) -> _Memory:
         return _Memory(frozenset(self.read_back), frozenset(self.barriers))
-
-    def _call(self) -> str:
-        k = self.kernel
-        spec = "pl.BlockSpec(({},), lambda g: (0,))"  # whole and flat: offsets are global
-        in_specs = [spec.format(b.size) for b in k.inputs]
-        slots = [(t, self._argument_size(t)) for t in self.scratch]
-        out_specs = [spec.format(b.size) for b in k.outputs] + [spec.format(n) for _, n in slots]
-        out_shapes = [f"jax.ShapeDtypeStruct(({b.size},), {JNP_DTYPES[b.dtype]})"
-                      for b in k.outputs]
-        out_shapes += [f"jax.ShapeDtypeStruct(({n},), {JNP_DTYPES[t.dtype]})" for t, n in slots]
-        results = [f"outs[{n}].reshape({shape_args(b.shape)})" for n, b in enumerate(k.outputs)]
-        walked = ", ".join(f"{v}<{v.extent}" for v in self.grid.walked) or "one point"
-        note = " (one program: a stage reads other rows' outputs)" if self.grid.one_program \
-            else ""
-        scratch = ", ".join(t.name for t in self.scratch)
-        return "\n".join([
-            f"def {k.name}({', '.join(b.name for b in k.inputs)}):",
-            "    outs = pl.pallas_call(",
-            f"        {k.name}_body,",
-            f"        grid=({self.steps},),  # {self.block} of {self.grid.points} points "
-            f"({walked}) per program{note}",
-            f"        in_specs=[{', '.join(in_specs)}],",
-            *([f"        # outputs, then scratch for {scratch} (dropped)"] if scratch else []),
-            f"        out_specs=[{', '.join(out_specs)}],",
-            f"        out_shape=[{(',' + chr(10) + ' ' * 19).join(out_shapes)}],",
-            f"        compiler_params=plgpu.CompilerParams(num_warps={self.num_warps()}),",
-            "        interpret=INTERPRET,",
-            f"    )({', '.join(f'{b.name}.reshape({b.size})' for b in k.inputs)})",
-            f"    return [{', '.join(results)}]",
-        ])
-
-    def num_warps(self) -> int:
-        """Warps per program on a GPU: more for bigger tiles (Triton's default is 4)."""
-        elements = self.block * self.grid.point_elements
-        return 4 if elements <= 2048 else 8 if elements <= 8192 else 16
 
     def _argument_size(self, buffer: Buffer) -> int:
         """Elements of ``buffer``'s flat argument; a temporary's scratch has one slot of its
@@ -205,7 +176,7 @@ class _Renderer:
         self._open_axes(position, stage)
         value = self._contraction(stage)
         if value is None:
-            value, *cached = self._values([stage.value, *(e for _, _, e in stage.caches)])
+            value, *cached = self.walk([stage.value, *(e for _, _, e in stage.caches)])
             for (temp, index, _), code in zip(stage.caches, cached):
                 self._store(temp, index, code, frozenset(self.axes))
             if stage.kind == "reduce":
@@ -226,7 +197,7 @@ class _Renderer:
         row, kept, reduced = self.axes.values()  # a contraction has kept and reduced loops
         if min(row.size, kept.size, reduced.size) < 16:
             return None
-        x, y = self._values(list(value.args))
+        x, y = self.walk(list(value.args))
         sides = {self._varies(x), self._varies(y)}
         if sides == {frozenset({kept.var, reduced.var}), frozenset({row.var, reduced.var})}:
             if self._varies(x) != frozenset({row.var, reduced.var}):
@@ -322,7 +293,7 @@ class _Renderer:
                  for ok in [self._ok(axis)] if ok]
         low, high = offsets.bounds()
         if low < 0 or high >= size:
-            text = self._index_text(offsets)
+            text = index_text(offsets)
             parts += [f"{text} >= 0", f"{text} < {size}"]
         if len(parts) > 1:
             return " & ".join(f"({p})" for p in parts)
@@ -369,73 +340,57 @@ class _Renderer:
     def _remember(self, name: str, offsets: Index, value: str) -> None:
         """Notes that ``value`` holds ``name`` at ``offsets`` over this stage's lanes."""
         if value in self.varies:
-            lanes = {var: (a.position, a.extent, a.size) for var, a in self.axes.items()}
-            self.stored.setdefault(name, []).append((offsets, value, lanes))
+            self.stored.setdefault(name, []).append(
+                Held(offsets, value, self.varies[value], self._lanes()))
+
+    def _lanes(self) -> Lanes:
+        return {var: (a.position, a.extent, a.size) for var, a in self.axes.items()}
 
     def _kept_value(self, name: str, offsets: Index) -> str | None:
         """A value an earlier stage stored to ``name`` (or loaded from it) that holds, lane for
-        lane, what a load at ``offsets`` would read: the axes its offsets and lanes use map to
-        this stage's axes of the same extent and padding (the grid axis to the grid axis), in
-        the same order, and its offsets are these with its axes renamed. Then the value is
-        used in registers (no scratch, no barrier), reshaped to this stage's rank."""
-        for stored_offsets, value, lanes in self.stored.get(name, ()):
-            order = lambda v: lanes[v][0]  # noqa: E731 - the producer's axis position
-            varies = sorted(self.varies[value], key=order)
-            for mapping in self._axis_mappings(sorted(index_vars(stored_offsets) | set(varies),
-                                                      key=order), lanes):
-                renamed = {v: Index.var(w) for v, w in mapping.items()}
-                ours = [self.axes[mapping[v]].position for v in varies]
-                if substitute(stored_offsets, renamed) != offsets or ours != sorted(ours):
-                    continue
-                here = frozenset(mapping[v] for v in varies)
-                shape = self._shape(here)
-                held = tuple(lanes[v][2] if v in varies else 1 for v in sorted(lanes, key=order))
-                code = value if held == shape else f"{value}.reshape({shape_args(shape)})"
-                alias = self.fresh()
-                self.emit(f"{alias} = {code}  # {name} at these lanes, as held above")
-                self.varies[alias] = here
-                return alias
+        lane, what a load at ``offsets`` would read (``held.reading``), used in registers (no
+        scratch, no barrier), reshaped to this stage's rank."""
+        for held in self.stored.get(name, ()):
+            mapping = reading(held, offsets, self._lanes(), self.point)
+            if mapping is None:
+                continue
+            here = frozenset(mapping[v] for v in held.varies)
+            shape = self._shape(here)
+            code = held.value if held.shape() == shape else \
+                f"{held.value}.reshape({shape_args(shape)})"
+            alias = self.fresh()
+            self.emit(f"{alias} = {code}  # {name} at these lanes, as held above")
+            self.varies[alias] = here
+            return alias
         return None
 
-    def _axis_mappings(self, needed: list[LoopVar], lanes: dict):
-        """Every one-to-one map of the producer axes ``needed`` onto this stage's axes of the
-        same extent and padding (the grid axis only onto the grid axis)."""
-        choices = []
-        for var in needed:
-            _, extent, size = lanes[var]
-            choices.append([a.var for a in self.axes.values()
-                            if (a.extent, a.size) == (extent, size)
-                            and (a.var == self.point) == (var == self.point)])
-        for picked in itertools.product(*choices):
-            if len(set(picked)) == len(picked):
-                yield dict(zip(needed, picked))
-
     # -- expressions ------------------------------------------------------------------------
-    def _values(self, roots: list[Expr]) -> list[str]:
-        """Names of the values of ``roots`` (shared sub-expressions computed once)."""
-        names: dict[Expr, str] = {}
-        for expr in expr_nodes(roots):
-            if expr.op == "const":
-                names[expr] = literal(expr.attrs[0], expr.dtype)
-            elif expr.op == "load":
-                names[expr] = self._load(expr)
-            elif expr.op == "index":
-                index = substitute(expr.attrs[0], self.mapping)
-                code = self._index_code(index)
-                if expr.dtype not in INDEX_DTYPES:
-                    code = f"lax.convert_element_type({code}, {JNP_DTYPES[expr.dtype]})"
-                names[expr] = self._assign(code, frozenset(index_vars(index)))
-            elif expr.op == "convert":
-                operand = names[expr.args[0]]
-                names[expr] = self._assign(f"lax.convert_element_type({operand}, "
-                                           f"{JNP_DTYPES[expr.dtype]})", self._varies(operand))
-            elif expr.op in PALLAS_OPS:
-                operands = [names[a] for a in expr.args]
-                names[expr] = self._assign(PALLAS_OPS[expr.op].format(*operands),
-                                           frozenset().union(*map(self._varies, operands)))
-            else:
-                raise Unrenderable(f"no Pallas spelling for {expr.op}")
-        return [names[root] for root in roots]
+    # ExprWalker's hooks: walk(roots) names the values of roots, shared sub-expressions once
+    def constant(self, expr: Expr) -> str:
+        return literal(expr.attrs[0], expr.dtype)
+
+    def load(self, expr: Expr) -> str:
+        return self._load(expr)
+
+    def index(self, expr: Expr) -> str:
+        index = substitute(expr.attrs[0], self.mapping)
+        code = self._index_code(index)
+        if expr.dtype not in INDEX_DTYPES:
+            code = f"lax.convert_element_type({code}, {JNP_DTYPES[expr.dtype]})"
+        return self._assign(code, frozenset(index_vars(index)))
+
+    def convert(self, expr: Expr, operand: str) -> str:
+        return f"lax.convert_element_type({operand}, {JNP_DTYPES[expr.dtype]})"
+
+    def operation(self, expr: Expr, operands: list[str]) -> str:
+        if expr.op not in PALLAS_OPS:
+            raise Unrenderable(f"no Pallas spelling for {expr.op}")
+        return PALLAS_OPS[expr.op].format(*operands)
+
+    def bind(self, expr: Expr, code: str, operands: list[str], position: int) -> str:
+        if expr.op in ("load", "index"):  # named already: their lanes are not their operands'
+            return code
+        return self._assign(code, frozenset().union(*map(self._varies, operands)))
 
     def _assign(self, code: str, varies: frozenset[LoopVar]) -> str:
         """A name for ``code``'s value, an array of the tile's rank varying along ``varies``
@@ -462,23 +417,31 @@ class _Renderer:
         if not index.terms:  # a constant: still an array
             shape = self._shape(set(axes or ()))
             return f"jnp.full({shape_tuple(shape)}, {index.const}, jnp.int32)"
-        text = self._index_text(index)
+        text = index_text(index)
         if axes is not None and frozenset(index_vars(index)) != axes:
             return f"jnp.broadcast_to({text}, {shape_tuple(self._shape(set(axes)))})"
         return text
 
-    def _index_text(self, index: Index) -> str:
-        parts = []
-        for atom, coef in index.terms:
-            if isinstance(atom, LoopVar):
-                text = atom.name
-            elif isinstance(atom, Div):
-                text = f"lax.div({self._index_text(atom.index)}, {atom.divisor})"
-            else:
-                inner = self._index_text(atom.index)
-                inner = f"lax.div({inner}, {atom.divisor})" if atom.divisor != 1 else inner
-                text = f"lax.rem({inner}, {atom.modulus})"
-            parts.append(text if coef == 1 else f"{text} * {coef}")
-        if index.const or not parts:
-            parts.append(str(index.const))
+
+class PallasIndex(IndexPrinter):
+    """An ``Index`` as int32 array code: ``lax.div`` and ``lax.rem`` (its values are never
+    negative where they are read, so truncating and floor division agree), sums in
+    parentheses.
+
+    >>> from codegen.kernel.kernel_ir import LoopVar
+    >>> index_text(Index.var(LoopVar("r", 64)).digit(4, 8) * 2 + 1)
+    '(lax.rem(lax.div(r, 4), 8) * 2 + 1)'
+    """
+
+    def div(self, inner: str, divisor: int) -> str:
+        return f"lax.div({inner}, {divisor})"
+
+    def mod(self, inner: str, divisor: int, modulus: int) -> str:
+        return f"lax.rem({self.div(inner, divisor) if divisor != 1 else inner}, {modulus})"
+
+    def sum(self, parts: list[str]) -> str:
         return f"({' + '.join(parts)})" if len(parts) > 1 else parts[0]
+
+
+index_text = PallasIndex()
+"""Pallas text of an integer index expression: ``index_text(index)``."""

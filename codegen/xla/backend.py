@@ -30,6 +30,7 @@ class XlaBackend:
     name = "xla"
     renders_gemms = False
     gemm_choice = None
+    device_kind = None  # runs where jax.jit runs; measured as this machine's
 
     def fusible(self, node: Node) -> None:
         """Every node may join a block: XLA runs whatever the block holds."""

@@ -4,7 +4,8 @@ makes of a block, and ``UnsupportedBlock`` when it cannot.
 Planners ask a backend two questions: may this node join a block with others
 (``fusible``), and does a GEMM run inside its kernel rather than in XLA's GEMM
 (``gemm_in_kernel``, answered by ``gemm_choice`` when measured, else by
-``unmeasured_gemm_choice``). The pipeline then asks it to ``compile_block`` each block.
+``unmeasured_gemm_choice``). Measuring asks whether it ``renders_gemms`` and on which
+``device_kind`` it runs. The pipeline then asks it to ``compile_block`` each block.
 Backends live in ``codegen/`` (``c``, ``pallas``, ``xla``); this module is what they share
 with the planner, so neither imports the other.
 
@@ -46,12 +47,14 @@ class Backend(Protocol):
     """A code generator, as the planner and the pipeline see it.
 
     ``renders_gemms``: the backend can run a dot_general inside its kernels, so
-    ``profile=True`` may install a measured ``gemm_choice`` on it.
+    ``profile=True`` may install a measured ``gemm_choice`` on it. ``device_kind``: the device
+    its kernels run on, which keys its measurements (a GPU's kind); None: this machine's CPU.
     """
 
     name: str
     renders_gemms: bool
     gemm_choice: GemmPolicy | None
+    device_kind: str | None
 
     def fusible(self, node: Node) -> str | None:
         """None when ``node`` may join a block with others, else why it must stay alone."""

@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from dnnfusion_jax.files import default_cache_dir, write_atomically
 from dnnfusion_jax.ops.cost import node_flops
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
+from dnnfusion_jax.fusion.backend import Backend
 from dnnfusion_jax.fusion.plan import Block
 
 TRANSCENDENTAL = frozenset("exp exp2 log log1p expm1 tanh logistic erf erfc erf_inv pow sin cos "
@@ -106,14 +107,15 @@ def machine_key() -> str:
     return f"{platform.machine()}-{platform.processor() or 'cpu'}-{os.cpu_count()}"
 
 
-def device_key(backend: Any) -> str:
+def device_key(backend: Backend) -> str:
     """Names the device ``backend``'s kernels run on: its ``device_kind`` where it has one (a
     GPU's, e.g. "NVIDIA H200"), else this machine's CPU (``machine_key``).
 
-    >>> device_key(object()) == machine_key()
+    >>> from codegen.xla.backend import XlaBackend
+    >>> device_key(XlaBackend()) == machine_key()
     True
     """
-    return getattr(backend, "device_kind", None) or machine_key()
+    return backend.device_kind or machine_key()
 
 
 class ProfilingDatabase:
@@ -135,7 +137,7 @@ class ProfilingDatabase:
         write_atomically(self.path, json.dumps(self.entries).encode())
 
 
-def profiling_database(backend: Any) -> ProfilingDatabase:
+def profiling_database(backend: Backend) -> ProfilingDatabase:
     """The database of timings on ``backend``'s device (``device_key``), next to the compile
     cache: one file per device."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_key(backend))
@@ -145,7 +147,7 @@ def profiling_database(backend: Any) -> ProfilingDatabase:
 class MeasuredProfitability:
     """Settles YELLOW joins by timing the backend's kernels (on a database miss)."""
 
-    def __init__(self, graph: Graph, backend: Any, database: ProfilingDatabase,
+    def __init__(self, graph: Graph, backend: Backend, database: ProfilingDatabase,
                  budget: int = 24) -> None:
         self.graph = graph
         self.backend = backend
@@ -192,14 +194,14 @@ class Timings:
         """Timings this object may still take."""
         return self.budget - self.measured
 
-    def missing(self, block: Block, backends: Sequence[Any]) -> int:
+    def missing(self, block: Block, backends: Sequence[Backend]) -> int:
         """How many of ``backends`` have no recorded latency for ``block``."""
         return sum(self.database.get(self._key(block, b)) is None for b in backends)
 
-    def _key(self, block: Block, backend: Any) -> str:
+    def _key(self, block: Block, backend: Backend) -> str:
         return f"{self.device}|{backend.name}|{block_signature(block.nodes, block.inputs)}"
 
-    def latency(self, block: Block, constants: dict, backend: Any) -> float | None:
+    def latency(self, block: Block, constants: dict, backend: Backend) -> float | None:
         key = self._key(block, backend)
         known = self.database.get(key)
         if known is not None or self.measured >= self.budget:
@@ -210,7 +212,7 @@ class Timings:
         return seconds
 
 
-def time_block(block: Block, constants: dict, backend: Any, repeats: int = 7) -> float:
+def time_block(block: Block, constants: dict, backend: Backend, repeats: int = 7) -> float:
     """Median seconds of one call of the block's kernel (compiled by ``backend``)."""
     import jax
     kernel = backend.compile_block(block, constants)
