@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import codegen.emit.program as emit_module
-from codegen.emit.program import build_and_run, host_arch, missing_tools, toolchain
+from codegen.emit.toolchain import build_and_run, host_arch, missing_tools, toolchain
 from dnnfusion_jax.tools.cli import main
 
 TRANSFORMER = '''

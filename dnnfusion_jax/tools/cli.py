@@ -9,8 +9,8 @@ one table like the paper's Table 5; ``examples`` names the whole zoo. Exit statu
 model disagrees with ``jax.jit`` or fails, 2 on a usage error.
 
 ``emit`` writes a model's C kernels, their data and a test harness for aarch64 or x86-64
-(``codegen.emit.program``); ``--run`` builds it (aarch64: cross-compiled, run under qemu) and exits 1
-when a kernel disagrees with the XLA reference, 2 when a tool is missing.
+(``dnnfusion_jax.tools.emit_command``); ``--run`` builds it (aarch64: cross-compiled, run under
+qemu) and exits 1 when a kernel disagrees with the XLA reference, 2 when a tool is missing.
 
 ``rules list [FILE ...]`` prints every rule (name, family, law); ``rules check [FILE ...]``
 checks each rule's soundness on random and edge values (``dnnfusion_jax.rewrite.rules_check``) and
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sub.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "emit":
-        from codegen.emit.program import emit_command  # codegen imports this package: import late
+        from dnnfusion_jax.tools.emit_command import emit_command  # late: it imports codegen
         return emit_command(args.target, args.out, args.arch, args.run)
     if args.command == "rules":
         return _rules(args)
