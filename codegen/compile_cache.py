@@ -12,6 +12,15 @@ Publishing is atomic: the compiler writes into a temporary file in the entry's o
 per-key ``flock`` makes concurrent builders of one key wait for each other instead of compiling
 twice. A truncated or corrupt entry fails the sidecar check and is rebuilt.
 
+The cache directory is used only when it is safe (``dnnfusion_jax.files.usable_cache_dir``): an
+unusable one (a file, a dangling link, no write access, a ``.lock`` that is a folder) or one that
+others can write gives one warning and a private per-user cache instead, and an entry owned by
+another user or writable by others is never loaded: it is rebuilt in the private cache.
+
+The compiler (``host_compiler``) is the system's ``gcc``/``cc``/``clang`` (``g++``/``c++``/
+``clang++`` for C++) when present, else the ``zig cc``/``zig c++`` of the ``ziglang`` package
+(``pip install "dnnfusion_jax[zig]"``); with neither, ``CompilerMissing`` says what to install.
+
 Example:
     >>> import ctypes, tempfile
     >>> src = "int answer(void) { return 42; }"
@@ -33,13 +42,17 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnnfusion_jax.files import default_cache_dir, umask, write_atomically
+from dnnfusion_jax.fusion.backend import ToolMissing
+from dnnfusion_jax.files import default_cache_dir  # noqa: F401 (re-exported)
+from dnnfusion_jax.files import (private_cache_dir, umask, untrusted_reason, usable_cache_dir,
+                                 warn_once, write_atomically)
 
 _ELF_MAGIC = b"\x7fELF"
 _MAX_MESSAGE = 4000  # characters of compiler output kept in a CompileError
@@ -47,6 +60,64 @@ _MAX_MESSAGE = 4000  # characters of compiler output kept in a CompileError
 
 class CompileError(RuntimeError):
     """The compiler failed (or is missing); the message holds the command and its stderr."""
+
+
+class CompilerMissing(CompileError, ToolMissing):
+    """No compiler for the language on this machine; the message says what to install."""
+
+
+SYSTEM_COMPILERS = {"c": ("gcc", "cc", "clang"), "c++": ("g++", "c++", "clang++")}
+"""The system compilers tried first, in order, per language."""
+
+INSTALL_HINT = ('install gcc and g++ (Debian/Ubuntu: apt-get install gcc g++; macOS: xcode-select '
+                '--install), or the zig compiler from the package index: '
+                'pip install "dnnfusion_jax[zig]" (or pip install ziglang)')
+
+
+@functools.cache
+def host_compiler(language: str = "c") -> tuple[str, ...]:
+    """The command that compiles ``language`` ("c" or "c++") for this machine: the first system
+    compiler of ``SYSTEM_COMPILERS`` on PATH, else ``zig cc``/``zig c++`` from the ``ziglang``
+    package. Raises ``CompilerMissing`` (after one warning per process) when there is none.
+
+    Example:
+        >>> Path(host_compiler("c")[0]).name in ("gcc", "cc", "clang", "zig")
+        True
+    """
+    for name in SYSTEM_COMPILERS[language]:
+        if found := shutil.which(name):
+            return (found,)
+    if zig := zig_binary():
+        return (zig, "cc" if language == "c" else "c++")
+    message = (f"dnnfusion: no {language.upper()} compiler found (tried "
+               f"{', '.join(SYSTEM_COMPILERS[language])} on PATH and the ziglang package), so "
+               f"nothing can be fused into C kernels and functions run unfused through XLA; "
+               f"{INSTALL_HINT}")
+    warn_once(message)
+    raise CompilerMissing(message)
+
+
+def zig_binary() -> str | None:
+    """The ``zig`` executable of the installed ``ziglang`` package, or None.
+
+    Example:
+        >>> zig_binary() is None or zig_binary().endswith("zig")
+        True
+    """
+    try:
+        import ziglang  # an optional extra: pip install "dnnfusion_jax[zig]"
+    except ImportError:
+        return None
+    folder = Path(getattr(ziglang, "__file__", None) or sys.prefix).parent
+    zig = folder / "zig"
+    return str(zig) if zig.is_file() and os.access(zig, os.X_OK) else None
+
+
+def _command(compiler: str | Sequence[str] | None, language: str = "c") -> tuple[str, ...]:
+    """A compiler given as a name, a command (``["/path/zig", "cc"]``) or None (the host's)."""
+    if compiler is None:
+        return host_compiler(language)
+    return (compiler,) if isinstance(compiler, str) else tuple(compiler)
 
 
 @dataclass
@@ -74,14 +145,15 @@ def reset_cache_stats() -> None:
 
 
 @functools.cache
-def _compiler_identity(compiler: str) -> tuple[str, str]:
-    """The compiler's resolved path and ``--version`` text (asked once per process)."""
-    found = shutil.which(compiler)
+def _compiler_identity(command: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """The compiler command with its program's resolved path, and its ``--version`` text
+    (asked once per process)."""
+    found = shutil.which(command[0])
     if found is None:
-        raise CompileError(f"compiler not found: {compiler!r}")
-    path = os.path.realpath(found)
-    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
-    return path, version
+        raise CompilerMissing(f"compiler not found: {command[0]!r}; {INSTALL_HINT}")
+    resolved = (os.path.realpath(found), *command[1:])
+    version = subprocess.run([*resolved, "--version"], capture_output=True, text=True).stdout
+    return resolved, version
 
 
 @functools.cache
@@ -96,13 +168,13 @@ def _host_identity() -> str:
     return f"{platform.machine()} {features.strip()}"
 
 
-def library_key(sources: Mapping[str, str], compiler: str, flags: Sequence[str],
-                target: str = "host") -> str:
+def library_key(sources: Mapping[str, str], compiler: str | Sequence[str] | None,
+                flags: Sequence[str], target: str = "host") -> str:
     """The cache key (64 hex digits) of one build."""
-    path, version = _compiler_identity(compiler)
+    command, version = _compiler_identity(_command(compiler))
     material = {
         "sources": sorted(sources.items()),
-        "compiler": [path, version],
+        "compiler": [*command, version],
         "flags": list(flags),
         "target": target,
         "host": _host_identity() if target == "host" else "",
@@ -110,25 +182,63 @@ def library_key(sources: Mapping[str, str], compiler: str, flags: Sequence[str],
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
 
-def build_shared_library(sources: Mapping[str, str] | str, *, compiler: str = "gcc",
-                         flags: Sequence[str], cache_dir: str | Path | None = None,
-                         target: str = "host") -> Path:
+def build_shared_library(sources: Mapping[str, str] | str, *,
+                         compiler: str | Sequence[str] | None = None, flags: Sequence[str],
+                         cache_dir: str | Path | None = None, target: str = "host") -> Path:
     """Path of the compiled library for ``sources`` (``{file name: text}``; a str is
     ``kernel.c``), compiling it with ``compiler *flags -shared -fPIC`` on a cache miss. All
-    files go to one compiler command (so g++ compiles ``.c`` files as C++ too). Raises
-    ``CompileError`` when the compiler fails."""
+    files go to one compiler command (so g++ compiles ``.c`` files as C++ too). ``compiler``:
+    a program name, a command list, or None for ``host_compiler`` (C++ when a source ends in
+    ``.cc``/``.cpp``). Raises ``CompileError`` when the compiler fails, ``CompilerMissing``
+    when there is none."""
     if isinstance(sources, str):
         sources = {"kernel.c": sources}
     for name in sources:
         if not name or os.path.basename(name) != name or name.startswith("."):
             raise ValueError(f"source names must be plain file names, got {name!r}")
-    key = library_key(sources, compiler, flags, target)
-    entry = Path(cache_dir or default_cache_dir()) / key[:2]
+    language = "c++" if any(n.endswith((".cc", ".cpp", ".cxx")) for n in sources) else "c"
+    command = _command(compiler, language)
+    key = library_key(sources, command, flags, target)
+    root = usable_cache_dir(cache_dir)
+    private = private_cache_dir()
+    if root == private:
+        return _build_in(private, key, sources, command, flags)
+    try:
+        return _build_in(root, key, sources, command, flags)
+    except _Untrusted as why:
+        warn_once(f"dnnfusion: not loading {why} from the kernel cache {root}: it is "
+                  f"{why.reason}; rebuilding in the private cache {private} instead. Set "
+                  "DNNFUSION_CACHE_DIR to a directory that you own and that nobody else can "
+                  "write.")
+    except OSError as error:  # a .lock that is a folder, a full disk, a folder gone read-only
+        warn_once(f"dnnfusion: the kernel cache {root} is not usable ({type(error).__name__}: "
+                  f"{error}); using the private cache {private} instead. Set "
+                  "DNNFUSION_CACHE_DIR to a directory that you own and that nobody else can "
+                  "write.")
+    return _build_in(private, key, sources, command, flags)
+
+
+class _Untrusted(Exception):
+    """An existing cache entry that another user could have written."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(str(path))
+        self.reason = reason
+
+
+def _build_in(root: Path, key: str, sources: Mapping[str, str], command: tuple[str, ...],
+              flags: Sequence[str]) -> Path:
+    """Finds or builds ``key`` under ``root``; raises ``_Untrusted`` rather than load an entry
+    that another user owns or could have written."""
+    entry = root / key[:2]
     library = entry / f"{key}.so"
+    for path in (entry, library, library.with_suffix(".sha256")):
+        if reason := untrusted_reason(path):
+            raise _Untrusted(path, reason)
     if _is_valid(library):
         _stats.hits += 1
         return library
-    entry.mkdir(parents=True, exist_ok=True)
+    entry.mkdir(mode=0o700, exist_ok=True)
     with open(entry / f"{key}.lock", "w") as lock:
         # Whoever holds the lock builds; the others wait and then find a valid entry.
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -138,7 +248,7 @@ def build_shared_library(sources: Mapping[str, str] | str, *, compiler: str = "g
         if library.exists():
             _stats.rebuilt_corrupt += 1
             library.unlink()
-        _compile(sources, compiler, flags, library)
+        _compile(sources, command, flags, library)
         for name, text in sources.items():
             write_atomically(entry / f"{key}.{name}", text.encode())
     return library
@@ -154,10 +264,10 @@ def _is_valid(library: Path) -> bool:
     return data.startswith(_ELF_MAGIC) and hashlib.sha256(data).hexdigest() == expected
 
 
-def _compile(sources: Mapping[str, str], compiler: str, flags: Sequence[str],
+def _compile(sources: Mapping[str, str], command: tuple[str, ...], flags: Sequence[str],
              library: Path) -> None:
     """Compiles into a temporary file beside ``library``, then publishes library and sidecar."""
-    compiler_path, _ = _compiler_identity(compiler)
+    compiler, _ = _compiler_identity(command)
     # Libraries to link (-l...) must follow the sources, or an --as-needed linker drops them.
     libs = [f for f in flags if f.startswith("-l")]
     options = [f for f in flags if not f.startswith("-l")]
@@ -169,7 +279,7 @@ def _compile(sources: Mapping[str, str], compiler: str, flags: Sequence[str],
             for name, text in sources.items():
                 Path(build, name).write_text(text)
             # Relative file names keep the temporary directory out of the binary.
-            cmd = [compiler_path, *options, "-shared", "-fPIC", "-o", partial, *sources, *libs]
+            cmd = [*compiler, *options, "-shared", "-fPIC", "-o", partial, *sources, *libs]
             start = time.perf_counter()
             done = subprocess.run(cmd, cwd=build, capture_output=True, text=True)
             _stats.compile_seconds += time.perf_counter() - start

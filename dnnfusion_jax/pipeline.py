@@ -28,6 +28,7 @@ from dnnfusion_jax.executable import Executable, compile_plan
 from dnnfusion_jax.frontend.ir import Graph
 from dnnfusion_jax.options import (BACKENDS, PLANNERS, Options, library_rule_names,
                                    resolve_rules)
+from dnnfusion_jax.fusion.backend import ToolMissing
 from dnnfusion_jax.fusion.plan import FusionPlan
 from dnnfusion_jax.rewrite.stage import RewriteStats, rewrite_graph
 from dnnfusion_jax.frontend.simplify import simplify
@@ -89,13 +90,17 @@ def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
         if not options.fallback:
             raise
         message = f"{type(error).__name__}: {error}"
-        warnings.warn(f"dnnfusion: optimising {name} failed ({message}); running it unfused "
-                      "through XLA. Pass fallback=False to raise instead.", RuntimeWarning,
-                      stacklevel=3)
+        if not isinstance(error, ToolMissing):  # that one has warned once per process
+            warnings.warn(f"dnnfusion: optimising {name} failed ({message}); running it "
+                          "unfused through XLA. Pass fallback=False to raise instead.",
+                          RuntimeWarning, stacklevel=3)
         plan = UnfusedPlanner().plan(traced.graph)
         executable = compile_plan(plan, BACKENDS["xla"]())
+        # Only the trace stands: what the failed stages did (rewrites, timings) was discarded.
+        kept = {"trace_s": timings["trace_s"]}
         return OptimizedFunction(name, options, traced, traced.graph, {}, plan, executable, "xla",
-                                 timings, internal_error=message)
+                                 kept, internal_error=message,
+                                 rewrite_stats=RewriteStats(stop="not run"))
 
 
 def _optimize_graph(name: str, traced: TracedFunction, options: Options,

@@ -1,7 +1,12 @@
 """The explain report: what the optimiser did to one function at one signature.
 
-``summary()`` gives the figures as a dict, ``str(report)`` a readable table, ``to_dot()`` the
-graph in Graphviz DOT, one coloured cluster per fusion block labelled by mapping type.
+``summary()`` gives the figures as a dict, ``str(report)`` a readable table (``format(verbose=
+True)`` adds why each block is left to XLA), ``to_dot()`` the graph in Graphviz DOT, one
+coloured cluster per fusion block labelled by mapping type.
+
+One vocabulary: every block is a "fused kernel (c)" / "fused kernel (pallas)", or "left to
+XLA" with a reason (``block_reasons``); the reasons are summarised with counts. "Opaque" is
+only a primitive that dnnfusion does not know.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -15,13 +20,18 @@ Example:
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from dnnfusion_jax.ops.cost import total_flops
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 
 if TYPE_CHECKING:
+    from dnnfusion_jax.fusion.backend import Kernel
     from dnnfusion_jax.pipeline import OptimizedFunction
+
+_NOUNS = {"dot_general": "GEMM", "conv_general_dilated": "convolution"}
+"""What a block left to XLA for ``op: reason`` is called in the summary ("8 GEMMs: ...")."""
 
 SUMMARY_KEYS = ("jaxpr_ops", "ops_after_rewrite", "flops_before", "flops_after", "rules_fired",
                 "blocks", "block_types", "opaque_primitives", "intermediate_bytes", "backend",
@@ -70,43 +80,97 @@ class Report:
             "planner": self.plan.planner,
             "fallback_blocks": [{"block": block.id, "reason": reason}
                                 for block, reason in opt.executable.fallbacks()],
+            "fused_kernels": sum(1 for k in opt.executable.kernels if k.backend != "xla"),
+            "left_to_xla": summarize_reasons(self.block_reasons().values()),
             "internal_error": opt.internal_error,
             **{key: round(value, 6) for key, value in opt.timings.items()},
         }
 
+    def block_reasons(self) -> dict[int, str]:
+        """Block id → why the block is left to XLA, for every block that is not a fused kernel.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import dnnfusion_jax as dnnfusion
+            >>> report = dnnfusion.explain(lambda x: jnp.sort(jnp.exp(x)), jnp.ones(8))
+            >>> list(report.block_reasons().values())
+            ['primitive sort is unknown to dnnfusion (opaque)']
+        """
+        return {kernel.block.id: reason for kernel in self.optimized.executable.kernels
+                if (reason := self._reason(kernel))}
+
+    def _reason(self, kernel: Kernel) -> str | None:
+        if kernel.backend != "xla":
+            return None
+        block = kernel.block
+        if block.mapping_type is MappingType.OPAQUE:
+            ops = sorted({n.op for n in block.nodes
+                          if node_mapping_type(n) is MappingType.OPAQUE})
+            return f"primitive {', '.join(ops)} is unknown to dnnfusion (opaque)"
+        if kernel.fallback_reason:
+            return kernel.fallback_reason
+        if self.optimized.internal_error:
+            return "the function ran unfused: " + self.optimized.internal_error.split("\n")[0]
+        return "the xla backend was chosen"
+
     def __str__(self) -> str:
+        return self.format()
+
+    def format(self, verbose: bool = False) -> str:
+        """The text report; ``verbose`` adds, under each block left to XLA, the reason."""
         s = self.summary()
         rate = s["jaxpr_ops"] / max(s["blocks"], 1)
+        ran_unfused = s["internal_error"] is not None
         lines = [
             f"dnnfusion report for {self.optimized.name}: backend {s['backend']}, "
             f"planner {s['planner']}",
+        ]
+        if ran_unfused:
+            lines.append("  RAN UNFUSED through XLA: " + s["internal_error"].split("\n")[0])
+        lines += [
             f"  ops: {s['jaxpr_ops']} in jaxpr, {s['ops_after_rewrite']} after rewriting, "
             f"{s['blocks']} blocks (fusion rate {rate:.2f}x)",
             f"  FLOPs: {_si(s['flops_before'])} before, {_si(s['flops_after'])} after; "
             f"intermediate bytes {_si(s['intermediate_bytes'], 'B')}",
-            f"  e-graph: {s['egraph_nodes']} e-nodes, {s['egraph_iterations']} iterations, "
-            f"stopped: {s['saturation_stop']}"
-            + ("; kept the original graph (no FLOPs or operators saved)"
-               if s["rewrite_kept_original"] else ""),
-            "  rules fired: " + (", ".join(f"{k} x{v}" for k, v in s["rules_fired"].items())
-                                 or "none"),
-            "  not fused (opaque): " + (", ".join(s["opaque_primitives"]) or "none"),
+        ]
+        if ran_unfused:
+            lines.append("  e-graph and rules: results discarded (the function ran unfused)")
+        else:
+            lines += [
+                f"  e-graph: {s['egraph_nodes']} e-nodes, {s['egraph_iterations']} iterations, "
+                f"stopped: {s['saturation_stop']}"
+                + ("; kept the original graph (no FLOPs or operators saved)"
+                   if s["rewrite_kept_original"] else ""),
+                "  rules fired: " + (", ".join(f"{k} x{v}" for k, v in s["rules_fired"].items())
+                                     or "none"),
+            ]
+        left = sum(s["left_to_xla"].values())
+        kinds = sorted({k.backend for k in self.optimized.executable.kernels} - {"xla"})
+        lines.append(f"  blocks: {s['fused_kernels']} fused kernel"
+                     f"{'' if s['fused_kernels'] == 1 else 's'}"
+                     + (f" ({', '.join(kinds)})" if kinds else "")
+                     + f", {left} left to XLA" + (":" if left else ""))
+        lines += [f"    - {reason}" for reason in s["left_to_xla"]]
+        lines += [
+            "  unknown primitives (opaque): " + (", ".join(s["opaque_primitives"]) or "none"),
             "  time: " + ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in s.items()
                                    if k.endswith("_s")),
+            "",
+            f"  {'block':>5}  {'type':<12}  {'runs as':<18}  {'ops':>3}  {'writes':>9}  "
+            "operations",
         ]
-        if s["internal_error"]:
-            lines.append(f"  ran unfused after an internal error: {s['internal_error']}")
-        lines += [f"  block {b['block']} fell back to xla: {b['reason']}"
-                  for b in s["fallback_blocks"]]
-        lines.append("")
-        lines.append(f"  {'block':>5}  {'type':<12}  {'kernel':<6}  {'ops':>3}  "
-                     f"{'writes':>9}  operations")
+        reasons = self.block_reasons()
         for kernel in self.optimized.executable.kernels:
             block = kernel.block
             ops = "+".join(block.ops)
-            lines.append(f"  {block.id:>5}  {block.mapping_type.label:<12}  {kernel.backend:<6}  "
-                         f"{len(block.nodes):>3}  {_si(sum(v.nbytes for v in block.outputs), 'B'):>9}"
-                         f"  {ops if len(ops) <= 70 else ops[:67] + '...'}")
+            runs_as = ("left to XLA" if block.id in reasons else
+                       f"fused kernel ({kernel.backend})")
+            lines.append(f"  {block.id:>5}  {block.mapping_type.label:<12}  {runs_as:<18}  "
+                         f"{len(block.nodes):>3}  "
+                         f"{_si(sum(v.nbytes for v in block.outputs), 'B'):>9}"
+                         f"  {ops if len(ops) <= 60 else ops[:57] + '...'}")
+            if verbose and block.id in reasons:
+                lines.append(f"{'':9}left to XLA: {reasons[block.id]}")
         return "\n".join(lines)
 
     def to_dot(self) -> str:
@@ -144,6 +208,26 @@ class Report:
 
     def __repr__(self) -> str:
         return f"<dnnfusion Report {self.optimized.name}: {len(self.plan.blocks)} blocks>"
+
+
+def summarize_reasons(reasons: Any) -> dict[str, int]:
+    """Reasons for leaving blocks to XLA, counted and phrased by kind, most frequent first.
+
+    Example:
+        >>> summarize_reasons(["dot_general: XLA's GEMM is faster"] * 8 + ["primitive sort is "
+        ...                    "unknown to dnnfusion (opaque)"])
+        {"8 GEMMs: XLA's GEMM is faster": 8, '1 block: primitive sort is unknown to dnnfusion (opaque)': 1}
+    """
+    counts = Counter(reasons)
+    summary = {}
+    for reason, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        op, _, why = reason.partition(": ")
+        if op in _NOUNS and why:
+            noun, reason = _NOUNS[op], why
+        else:
+            noun = "block"
+        summary[f"{count} {noun}{'' if count == 1 else 's'}: {reason}"] = count
+    return summary
 
 
 def _si(value: float, unit: str = "") -> str:

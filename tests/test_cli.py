@@ -101,3 +101,88 @@ def test_unwritable_outputs_fail_before_any_work(model_file, tmp_path, capsys):
     assert main(["explain", str(model_file), "--dot", str(missing / "x.dot")]) == 2
     err = capsys.readouterr().err
     assert err.count("cannot write") == 2 and "[1/1]" not in err
+
+
+# -- no C compiler: one warning naming what to install, and a non-zero exit unless allowed ----
+
+def _run_without_system_compilers(tmp_path, *args, hide_zig=False):
+    """``python -m dnnfusion_jax explain`` in a subprocess whose PATH holds only python (and,
+    with ``hide_zig``, a ziglang package without its zig binary shadowing the real one)."""
+    from pathlib import Path
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():
+        (bin_dir / "python3").symlink_to(sys.executable)
+    root = Path(__file__).resolve().parents[1]
+    python_path = [str(root)]
+    if hide_zig:
+        (tmp_path / "stub" / "ziglang").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "stub" / "ziglang" / "__init__.py").write_text("")
+        python_path.insert(0, str(tmp_path / "stub"))
+    env = {"PATH": str(bin_dir), "HOME": str(Path.home()), "PYTHONPATH": ":".join(python_path),
+           "DNNFUSION_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run(["python3", "-m", "dnnfusion_jax", "explain", *map(str, args)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+
+
+def test_without_any_compiler_explain_fails_naming_what_to_install(model_file, tmp_path):
+    result = _run_without_system_compilers(tmp_path, model_file, hide_zig=True)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("RuntimeWarning") == 1  # one warning per process
+    assert "RuntimeWarning: dnnfusion: no C compiler found" in result.stderr
+    assert "apt-get install gcc" in result.stderr and 'dnnfusion_jax[zig]' in result.stderr
+    assert "ran unfused" in result.stderr and "--allow-unfused" in result.stderr
+    assert "RAN UNFUSED" in result.stdout and "e-graph and rules: results discarded" in result.stdout
+    allowed = _run_without_system_compilers(tmp_path, model_file, "--allow-unfused",
+                                            hide_zig=True)
+    assert allowed.returncode == 0 and "matches jax.jit" in allowed.stdout, allowed.stderr
+
+
+@pytest.mark.skipif(__import__("codegen.compile_cache").compile_cache.zig_binary() is None,
+                    reason="the ziglang package is not installed (pip install ziglang)")
+def test_without_system_compilers_zig_builds_the_kernels(model_file, tmp_path):
+    result = _run_without_system_compilers(tmp_path, model_file)
+    assert result.returncode == 0, result.stderr
+    assert "fused kernel (c)" in result.stdout and ", 0 left to XLA" in result.stdout
+    assert "matches jax.jit" in result.stdout
+
+
+def test_no_compiler_in_process_warns_once_and_exits_3(model_file, monkeypatch, capsys, recwarn):
+    from codegen import compile_cache
+    from dnnfusion_jax import files
+    compile_cache.host_compiler.cache_clear()
+    files.warn_once.cache_clear()
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
+    monkeypatch.setattr(compile_cache, "zig_binary", lambda: None)
+    try:
+        assert main(["explain", str(model_file)]) == 3
+        assert main(["explain", str(model_file), "--allow-unfused", "--no-check"]) == 0
+    finally:
+        compile_cache.host_compiler.cache_clear()
+    err = capsys.readouterr().err
+    assert "ran unfused through XLA" in err and "pip install" in err
+    warned = [w for w in recwarn if "no C compiler found" in str(w.message)]
+    assert len(warned) == 1 and "DNNFUSION" not in str(warned[0].message)
+
+
+def test_backend_and_planner_have_help_and_svg_fails_before_any_work(model_file, tmp_path,
+                                                                    monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert "c on CPU, pallas on GPU" in out and "mapping-type" in out and "--allow-unfused" in out
+    import dnnfusion_jax.tools.cli as cli
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
+    monkeypatch.setattr(cli, "jit", lambda *a, **k: pytest.fail("the work ran before the check"))
+    assert main(["explain", str(model_file), "--svg", str(tmp_path / "p.svg")]) == 2
+
+
+def test_verbose_explain_says_why_each_block_is_left_to_xla(tmp_path, capsys):
+    path = tmp_path / "sorted_model.py"
+    path.write_text("import jax.numpy as jnp\n"
+                    "def example():\n    return (lambda x: jnp.sort(jnp.exp(x)), (jnp.ones(8),))\n")
+    assert main(["explain", str(path), "--no-check"]) == 0
+    plain = capsys.readouterr().out
+    assert "1 block: primitive sort is unknown to dnnfusion (opaque)" in plain
+    assert main(["explain", str(path), "--no-check", "--verbose"]) == 0
+    assert "left to XLA: primitive sort is unknown" in capsys.readouterr().out

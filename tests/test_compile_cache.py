@@ -1,9 +1,11 @@
 """The shared-library cache: keys, hits and misses, corruption, compile errors, concurrency."""
 import ctypes
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,3 +154,104 @@ def test_concurrent_builders_of_one_key_both_get_a_valid_library(tmp_path):
     assert results[0][:2] == results[1][:2] and results[0][1] == 41
     assert results[0][2] + results[1][2] == 1  # the per-key lock: one compiled, one waited
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+# -- a safe cache: unusable or untrusted folders fall back to a private one, with one warning --
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """The private fallback cache under this test's own temporary folder, warnings fresh."""
+    from dnnfusion_jax import files
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    files.warn_once.cache_clear()
+    yield folder / f"dnnfusion_jax-{os.getuid()}"
+    files.warn_once.cache_clear()
+
+
+def _unusable(kind: str, tmp_path: Path) -> Path:
+    if kind == "proc":
+        return Path("/proc/dnnfusion-cache")
+    if kind == "file":
+        (tmp_path / "a-file").write_text("not a folder")
+        return tmp_path / "a-file"
+    if kind == "dangling symlink":
+        (tmp_path / "link").symlink_to(tmp_path / "gone")
+        return tmp_path / "link"
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)  # root could still write: the owner's write bit is what counts
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["proc", "file", "dangling symlink", "no write permission"])
+def test_unusable_cache_dir_falls_back_to_the_private_cache_with_one_warning(
+        kind, tmp_path, private_tmp, monkeypatch):
+    monkeypatch.setenv("DNNFUSION_CACHE_DIR", str(_unusable(kind, tmp_path)))
+    with pytest.warns(RuntimeWarning) as caught:
+        library = build_shared_library(SOURCE, flags=FLAGS)
+        assert build_shared_library(SOURCE + " ", flags=FLAGS).parent.parent == private_tmp
+    assert library.is_relative_to(private_tmp) and answer(library) == 41
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert "DNNFUSION_CACHE_DIR" in message and str(private_tmp) in message
+    assert os.stat(private_tmp).st_mode & 0o777 == 0o700
+    assert os.stat(private_tmp).st_uid == os.getuid()
+
+
+def test_lock_that_is_a_directory_falls_back(tmp_path, private_tmp):
+    key = compile_cache.library_key({"kernel.c": SOURCE}, None, FLAGS)
+    (tmp_path / key[:2] / f"{key}.lock").mkdir(parents=True, mode=0o700)
+    (tmp_path / key[:2]).chmod(0o700)
+    with pytest.warns(RuntimeWarning, match="IsADirectoryError.*DNNFUSION_CACHE_DIR"):
+        library = build_shared_library(SOURCE, flags=FLAGS, cache_dir=tmp_path)
+    assert library.is_relative_to(private_tmp) and answer(library) == 41
+
+
+def test_new_cache_folders_have_mode_0700(tmp_path):
+    library = build_shared_library(SOURCE, flags=FLAGS, cache_dir=tmp_path / "new" / "cache")
+    for folder in (tmp_path / "new" / "cache", library.parent):
+        assert os.stat(folder).st_mode & 0o777 == 0o700 & ~compile_cache.umask()
+
+
+PLANTED = """#include <stdio.h>
+__attribute__((constructor)) static void planted(void) {
+  FILE *f = fopen("%s", "w"); if (f) { fputs("ran", f); fclose(f); } }
+int answer(int x) { return 666; }
+"""
+
+
+def _plant(cache: Path, marker: Path) -> Path:
+    """A valid-looking entry for SOURCE (right key, matching sidecar) that is someone else's
+    library: loading it would run its constructor, which writes ``marker``."""
+    key = compile_cache.library_key({"kernel.c": SOURCE}, None, FLAGS)
+    with tempfile.TemporaryDirectory() as build:
+        other = build_shared_library(PLANTED % marker, flags=FLAGS, cache_dir=build)
+        data = other.read_bytes()
+    entry = cache / key[:2]
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / f"{key}.so").write_bytes(data)
+    (entry / f"{key}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    return entry / f"{key}.so"
+
+
+@pytest.mark.parametrize("how", ["world-writable folder", "world-writable library",
+                                 "another user's library"])
+def test_a_planted_library_is_never_loaded(how, tmp_path, private_tmp):
+    if how == "another user's library" and os.getuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    cache, marker = tmp_path / "shared-cache", tmp_path / "planted-code-ran"
+    cache.mkdir(mode=0o700)
+    planted = _plant(cache, marker)
+    if how == "world-writable folder":
+        cache.chmod(0o777)
+    elif how == "world-writable library":
+        planted.chmod(0o666)
+    else:
+        os.chown(planted, 4321, -1)
+    with pytest.warns(RuntimeWarning, match="DNNFUSION_CACHE_DIR") as caught:
+        library = build_shared_library(SOURCE, flags=FLAGS, cache_dir=cache)
+        again = build_shared_library(SOURCE, flags=FLAGS, cache_dir=cache)
+    assert len(caught) == 1 and library == again and library.is_relative_to(private_tmp)
+    assert answer(library) == 41 and not marker.exists()
+    assert "others" in str(caught[0].message) or "uid 4321" in str(caught[0].message)

@@ -51,7 +51,10 @@ def test_explain_accepts_shape_dtype_structs_and_jitted_functions():
 def test_text_table_lists_every_block():
     report = dnnfusion.explain(mlp, X, W)
     text = str(report)
-    assert "not fused (opaque): sort" in text
+    assert "unknown primitives (opaque): sort" in text
+    assert "1 block: primitive sort is unknown to dnnfusion (opaque)" in text
+    assert "fell back" not in text and "left to XLA: primitive sort" not in text
+    assert "left to XLA: primitive sort" in report.format(verbose=True)
     assert sum(1 for line in text.splitlines() if line.strip()[:1].isdigit()) == report.summary()["blocks"]
 
 

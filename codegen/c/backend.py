@@ -1,5 +1,6 @@
-"""The C backend: each fused block lowered to the kernel IR, rendered as C, built by gcc and
-called through the XLA FFI, so the whole function stays one ``jax.jit`` executable.
+"""The C backend: each fused block lowered to the kernel IR, rendered as C, built by the host's
+C compiler (gcc, cc or clang; else ``zig cc`` from the ziglang package: see
+``compile_cache.host_compiler``) and called through the XLA FFI, so the whole function stays one ``jax.jit`` executable.
 
 Blocks XLA runs as well or better stay with XLA, each with its reason in ``explain()``:
 GEMMs and convolutions (XLA's are fast: fuse around them), a lone reshape (a free bitcast in
@@ -59,12 +60,14 @@ def c_kernel_source(block: Block,
 
 
 class CBackend(KernelBackend):
-    """Compiles blocks to C kernels; ``cache_dir`` overrides the compile cache location.
+    """Compiles blocks to C kernels; ``cache_dir`` overrides the compile cache location,
+    ``compiler`` (a name or a command) the host's C compiler (``host_compiler``).
     ``gemm_choice`` None: GEMMs up to ``C_GEMM_FLOPS`` run in C kernels."""
 
     name = "c"
 
-    def __init__(self, cache_dir: str | Path | None = None, compiler: str = "gcc",
+    def __init__(self, cache_dir: str | Path | None = None,
+                 compiler: str | Sequence[str] | None = None,
                  flags: Sequence[str] = HOST_FLAGS) -> None:
         self.cache_dir = cache_dir
         self.compiler = compiler
@@ -84,7 +87,10 @@ class CBackend(KernelBackend):
         into the FFI handler's table."""
         library = build_shared_library(source, compiler=self.compiler, flags=self.flags,
                                        cache_dir=self.cache_dir)
-        kernel_id = kernel_id_for(source + " ".join(self.flags))
+        # The same source built by another compiler is another kernel (compared side by side).
+        compiler = ([] if self.compiler is None else
+                    [self.compiler] if isinstance(self.compiler, str) else list(self.compiler))
+        kernel_id = kernel_id_for(source + " ".join([*self.flags, *compiler]))
         load_kernel(library, kernel.name, kernel_id)
         out_avals = [jax.ShapeDtypeStruct(v.shape, np.dtype(v.dtype)) for v in block.outputs]
         expected = [(var, np.dtype(var.dtype)) for var in kernel.input_vars]

@@ -68,7 +68,7 @@ def ensure_runtime(cache_dir: str | Path | None = None) -> ctypes.CDLL:
             source = (f"// jaxlib {jaxlib.__version__}\n" + _HANDLER_SOURCE.read_text()).replace(
                 '#include "c_abi.h"', C_ABI)
             library = build_shared_library(
-                {"ffi_handler.cc": source}, compiler="g++", cache_dir=cache_dir,
+                {"ffi_handler.cc": source}, cache_dir=cache_dir,  # host_compiler("c++")
                 # -isystem: the FFI headers' own warnings are not ours to see.
                 flags=["-O2", "-std=c++17", "-isystem", jax.ffi.include_dir()])
             lib = ctypes.CDLL(str(library))

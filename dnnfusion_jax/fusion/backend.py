@@ -27,6 +27,11 @@ class UnsupportedBlock(Exception):
     """Raised by a backend for a block it cannot compile; the message says why."""
 
 
+class ToolMissing(RuntimeError):
+    """A backend's tool (a C compiler) is missing on this machine. The backend has already
+    told the user, once per process, what to install; the pipeline does not warn again."""
+
+
 @dataclass
 class Kernel:
     """One block made runnable: ``run(inputs) -> outputs`` in the block's value order."""

@@ -2,7 +2,11 @@
 
 ``explain`` optimises a model, prints the report, runs it next to ``jax.jit`` and prints the
 largest difference (exit status 1 when they disagree beyond f32 tolerance). ``--dot`` writes
-the fusion plan as Graphviz DOT and ``--svg`` renders it with Graphviz's ``dot``.
+the fusion plan as Graphviz DOT and ``--svg`` renders it with Graphviz's ``dot`` (checked for
+before any work). ``--verbose`` adds why each block is left to XLA.
+
+``explain`` and ``compare`` exit with status 3 when a function ran unfused through XLA (no C
+compiler, an optimiser error), naming the cause, unless ``--allow-unfused`` is given.
 
 ``compare`` measures models against stock XLA fusion (``dnnfusion_jax.tools.compare``) and prints
 one table like the paper's Table 5; ``examples`` names the whole zoo. Exit status 1 when a
@@ -43,6 +47,17 @@ from dnnfusion_jax.options import BACKENDS, PLANNERS, Options
 from dnnfusion_jax.tools.targets import load_target
 
 RTOL = ATOL = 1e-5
+EXIT_UNFUSED = 3
+"""Exit status of explain and compare when a function ran unfused (without --allow-unfused)."""
+
+BACKEND_HELP = ('where fused blocks run: "auto" (c on CPU, pallas on GPU), "c" (C kernels built '
+                'by the host C compiler), "pallas" (Pallas kernels; interpret mode off GPU) or '
+                '"xla" (no kernels of ours: the reference)')
+PLANNER_HELP = ('how operators are grouped into blocks: "dnnfusion" (the paper\'s mapping-type '
+                'table, default), "greedy" (its always-fuse cells only) or "none" (one block '
+                'per operator, for comparison)')
+UNFUSED_HELP = ("accept a run that fell back to unfused XLA (no C compiler, an optimiser "
+                f"error) instead of exiting with status {EXIT_UNFUSED}")
 
 
 def _positive(text: str) -> int:
@@ -61,17 +76,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "and check it against jax.jit")
     explain.add_argument("target", help="path/to/file.py[:attr] or module:attr; attr "
                          "(default: example) returns (fn, args)")
-    explain.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
-    explain.add_argument("--planner", default=Options.planner, choices=list(PLANNERS))
+    explain.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                         help=BACKEND_HELP)
+    explain.add_argument("--planner", default=Options.planner, choices=list(PLANNERS),
+                         help=PLANNER_HELP)
     explain.add_argument("--no-rewrite", action="store_true", help="skip graph rewriting")
     explain.add_argument("--dot", metavar="FILE", help="write the plan as Graphviz DOT")
     explain.add_argument("--svg", metavar="FILE", help="render the plan with Graphviz dot")
     explain.add_argument("--no-check", action="store_true", help="do not run the model")
+    explain.add_argument("-v", "--verbose", action="store_true", help="say, block by block, "
+                         "why a block is left to XLA")
+    explain.add_argument("--allow-unfused", action="store_true", help=UNFUSED_HELP)
     compare = commands.add_parser("compare", help="measure models against stock XLA fusion "
                                   "(kernels, bytes, time, error) and print a Table 5")
     compare.add_argument("targets", nargs="+", metavar="TARGET", help="path/to/file.py[:attr], "
                          "module:attr, or `examples` for the whole model zoo")
-    compare.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
+    compare.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                         help=BACKEND_HELP)
+    compare.add_argument("--allow-unfused", action="store_true", help=UNFUSED_HELP)
     compare.add_argument("--repeats", type=int, metavar="N", help="timed calls of each "
                          "(default: as many as fit in about 2 s per model, at least 5)")
     compare.add_argument("--json", metavar="FILE", help="write every figure and the machine")
@@ -141,24 +163,34 @@ def _explain(args: argparse.Namespace) -> int:
         return 2
     if not _writable(args.dot, args.svg):
         return 2
+    if args.svg and not _have_dot():  # before the work, not after it
+        return 2
     optimized = jit(fn, backend=args.backend, planner=args.planner, rewrite=not args.no_rewrite)
     report = optimized.explain(*inputs)
-    print(report)
+    print(report.format(verbose=args.verbose))
     if args.dot:
         with open(args.dot, "w") as file:
             file.write(report.to_dot())
         print(f"wrote {args.dot}")
     if args.svg and not _render_svg(report.to_dot(), args.svg):
         return 2
-    if args.no_check:
-        return 0
-    from dnnfusion_jax.tools.compare import output_errors
-    worst, _, ok = output_errors(optimized(*inputs), jax.jit(fn)(*inputs))
-    error = (f"max abs error {worst:.3g}" if np.isfinite(worst) else
-             "inf or NaN where jax.jit has a number, or the other way round")
-    print(f"\n{name}: {'matches' if ok else 'DOES NOT MATCH'} jax.jit "
-          f"({error}; tolerance rtol={RTOL} atol={ATOL})")
-    return 0 if ok else 1
+    unfused = report.summary()["internal_error"]
+    ok = True
+    if not args.no_check:
+        from dnnfusion_jax.tools.compare import output_errors
+        worst, _, ok = output_errors(optimized(*inputs), jax.jit(fn)(*inputs))
+        error = (f"max abs error {worst:.3g}" if np.isfinite(worst) else
+                 "inf or NaN where jax.jit has a number, or the other way round")
+        print(f"\n{name}: {'matches' if ok else 'DOES NOT MATCH'} jax.jit "
+              f"({error}; tolerance rtol={RTOL} atol={ATOL})")
+    if not ok:
+        return 1
+    if unfused and not args.allow_unfused:
+        print(f"error: {name} ran unfused through XLA, nothing was fused: {unfused}\n"
+              f"(pass --allow-unfused to accept that; exit status {EXIT_UNFUSED})",
+              file=sys.stderr)
+        return EXIT_UNFUSED
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -217,6 +249,13 @@ def _compare(args: argparse.Namespace) -> int:
         plot(rows, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     mismatched = [row["name"] for row in rows if not row["matches"]]
+    unfused = [row for row in rows if row.get("internal_error")]
+    for row in unfused:
+        print(f"{row['name']} ran unfused through XLA: {row['internal_error']}", file=sys.stderr)
+    if unfused and not args.allow_unfused and not (mismatched or failed):
+        print(f"error: {len(unfused)} of {len(rows)} models ran unfused (pass --allow-unfused "
+              f"to accept that; exit status {EXIT_UNFUSED})", file=sys.stderr)
+        return EXIT_UNFUSED
     if mismatched:
         print(f"DOES NOT MATCH jax.jit (rtol={RTOL} atol={ATOL}): {', '.join(mismatched)}",
               file=sys.stderr)
@@ -259,13 +298,20 @@ def _writable(*paths: str | None) -> bool:
     return True
 
 
-def _render_svg(dot_source: str, path: str) -> bool:
-    dot = shutil.which("dot")
-    if dot is None:
+def _have_dot() -> bool:
+    """Whether Graphviz's ``dot`` is on PATH (else says how to install it)."""
+    if shutil.which("dot") is None:
         print("error: --svg needs Graphviz's `dot` (Debian/Ubuntu: apt-get install graphviz; "
               "macOS: brew install graphviz); --dot FILE writes the DOT source instead",
               file=sys.stderr)
         return False
-    subprocess.run([dot, "-Tsvg", "-o", path], input=dot_source, text=True, check=True)
+    return True
+
+
+def _render_svg(dot_source: str, path: str) -> bool:
+    if not _have_dot():
+        return False
+    subprocess.run([shutil.which("dot"), "-Tsvg", "-o", path], input=dot_source, text=True,
+                   check=True)
     print(f"wrote {path}")
     return True
