@@ -8,3 +8,4 @@ module is its public name, the one user rule files and ``egraph_rules/`` use.
     'log(exp(x)) -> x'
 """
 from dnnfusion_jax.rewrite.rules_api import *  # noqa: F401,F403
+from dnnfusion_jax.rewrite.rules_api import __all__  # noqa: F401 (the same public names)

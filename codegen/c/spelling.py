@@ -36,6 +36,12 @@ _FLOAT_FUNCTIONS = {
     "min": ("dnf_minf({0}, {1})", "dnf_min({0}, {1})"),
     "rem": ("fmodf({0}, {1})", "fmod({0}, {1})"), "pow": ("powf({0}, {1})", "pow({0}, {1})"),
     "atan2": ("atan2f({0}, {1})", "atan2({0}, {1})"),
+    "sinh": ("sinhf({0})", "sinh({0})"), "cosh": ("coshf({0})", "cosh({0})"),
+    "asinh": ("asinhf({0})", "asinh({0})"), "acosh": ("acoshf({0})", "acosh({0})"),
+    "atanh": ("atanhf({0})", "atanh({0})"), "asin": ("asinf({0})", "asin({0})"),
+    "acos": ("acosf({0})", "acos({0})"), "atan": ("atanf({0})", "atan({0})"),
+    "erf_inv": ("dnf_erf_invf({0})", "dnf_erf_inv({0})"),
+    "nextafter": ("nextafterf({0}, {1})", "nextafter({0}, {1})"),
 }
 
 C_OPS = {

@@ -1,10 +1,10 @@
 """Lowers a fused block to the kernel IR (``kernel_ir.LoopKernel``), once for every backend.
 
 Each value the block must produce gets a loop nest (a *stage*); everything else is inlined as
-an expression evaluated at the index the consumer asks for:
+an expression evaluated at the index the consumer asks for (``expressions.py``):
 
 * elementwise operators become expression nodes (size-1 operands are read at index 0);
-* Reorganize and Shuffle operators (reshape, squeeze, expand_dims, transpose, rev) and
+* Reorganize and Shuffle operators (reshape, squeeze, transpose, rev) and
   broadcasts are index transforms, never copies; slice is an offset and stride; pad and
   concatenate are predicated reads (only the chosen operand is read);
 * a reduction is the one value that is materialised inside the kernel: a reduce stage writes
@@ -35,54 +35,34 @@ from typing import Any
 import numpy as np
 
 from codegen.kernel.depthwise import CONV, depthwise_reason, window_loops, window_tap
-from dnnfusion_jax.fusion.backend import UnsupportedBlock
+from codegen.kernel.expressions import LOWERABLE as EXPRESSIONS
+from codegen.kernel.expressions import (DTYPES, ExpressionLowering, NotRowLocal, kernel_dtype,
+                                        numpy_name)
 from codegen.kernel.hoist import hoist_invariants
-from dnnfusion_jax.frontend.ir import Node, Var
-from codegen.kernel.kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, const, delinearize,
-                        expr_nodes, linearize)
-from dnnfusion_jax.fusion.plan import Block
+from codegen.kernel.kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes,
+                                      linearize)
 from codegen.kernel.reduce_order import MAX_CHUNKS, merge_contiguous_loops, split_reduction
 from codegen.kernel.row_cache import plan_row_caches
 from codegen.kernel.rows import row_candidates
-
-DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
-          "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool"}
-"""numpy dtype name → kernel IR dtype; anything else keeps the block in XLA."""
-NUMPY_DTYPES = {ir: name for name, ir in DTYPES.items()}
-"""kernel IR dtype → numpy dtype name."""
-
-_SAME_NAME_OPS = """neg abs exp exp2 log log1p expm1 tanh logistic sqrt rsqrt cbrt sin cos tan
-    floor ceil sign erf erfc is_finite not add sub mul div rem max min pow atan2 and or xor
-    eq ne lt le gt ge""".split()
-ELEMENTWISE_LOWERING = {name: name for name in _SAME_NAME_OPS}
-"""lax primitive → kernel IR operation, for the ones that map one to one."""
+from dnnfusion_jax.frontend.ir import Node, Var
+from dnnfusion_jax.fusion.backend import UnsupportedBlock
+from dnnfusion_jax.fusion.plan import Block
 
 REDUCTIONS = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min",
               "reduce_prod": "mul", "reduce_and": "and", "reduce_or": "or"}
 """lax reduction primitive → combiner."""
 
-INDEX_TRANSFORMS = frozenset("""broadcast_in_dim reshape squeeze expand_dims transpose rev
-    slice pad concatenate copy iota""".split())
-
-OTHER_ELEMENTWISE = frozenset("""convert_element_type integer_pow square select_n clamp
-    round""".split())
-
 DOT = "dot_general"
-
-LOWERABLE = frozenset(ELEMENTWISE_LOWERING) | frozenset(REDUCTIONS) | INDEX_TRANSFORMS \
-    | OTHER_ELEMENTWISE | {CONV, DOT}
-"""Every primitive this lowering handles; a block with any other stays in XLA."""
 
 STAGED = frozenset(REDUCTIONS) | {CONV, DOT}
 """Primitives computed by a reduce stage of their own, into a buffer later stages load."""
 
+LOWERABLE = EXPRESSIONS | STAGED
+"""Every primitive this lowering handles; a block with any other stays in XLA."""
+
 MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
 MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
 MAX_PARTIAL_ELEMENTS = 1 << 20  # a memory-order reduction's partial sums, without rows (heap)
-
-
-class _NotRowLocal(Exception):
-    """A stage reads a temporary outside its own row: try fewer row dimensions."""
 
 
 def unsupported_reason(node: Node) -> str | None:
@@ -94,7 +74,7 @@ def unsupported_reason(node: Node) -> str | None:
     if any(0 in var.shape for var in (*node.inputs, *node.outputs)):
         return f"{node.op} of an empty array (XLA needs no kernel for it)"
     for var in (*node.inputs, *node.outputs):
-        if _numpy_name(var.dtype) not in DTYPES:
+        if numpy_name(var.dtype) not in DTYPES:
             return f"dtype {var.dtype} is not supported by the kernel lowering"
     if node.op == "reshape" and node.params.get("dimensions") is not None:
         return "reshape with dimensions"
@@ -105,18 +85,6 @@ def unsupported_reason(node: Node) -> str | None:
     if node.op == CONV:
         return depthwise_reason(node)
     return None
-
-
-def _numpy_name(dtype: Any) -> str | None:
-    """numpy's name for ``dtype``; None for extended dtypes (PRNG keys) numpy cannot hold."""
-    try:
-        return np.dtype(dtype).name
-    except TypeError:
-        return None
-
-
-def kernel_dtype(var: Var) -> str:
-    return DTYPES[np.dtype(var.dtype).name]
 
 
 def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel",
@@ -133,13 +101,16 @@ def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel"
     for rows in row_candidates(block, REDUCTIONS, tile_transposes):
         try:
             return _BlockLowering(block, constants, name, rows).lower()
-        except _NotRowLocal:
+        except NotRowLocal:
             continue
     raise AssertionError("lowering without rows cannot fail on row locality")
 
 
-class _BlockLowering:
-    """Builds the stages of one block for one choice of rows."""
+class _BlockLowering(ExpressionLowering):
+    """Builds the stages of one block for one choice of rows (the values they compute come
+    from ``ExpressionLowering``)."""
+
+    staged = STAGED
 
     def __init__(self, block: Block, constants: Mapping[Var, Any], name: str,
                  rows: tuple[int, ...], cached: Mapping[Var, int] | None = None) -> None:
@@ -210,9 +181,6 @@ class _BlockLowering:
     def _loops(self, shape: tuple[int, ...]) -> list[LoopVar]:
         self._loop_count += 1
         return [LoopVar(f"i{self._loop_count}_{d}", extent) for d, extent in enumerate(shape)]
-
-    def _row_indices(self) -> list[Index]:
-        return [Index.var(row) for row in self.rows]
 
     def _store_stage(self, var: Var, buffer: Buffer) -> None:
         """Stores ``var``: one stage over all of it, or, for a stored concatenate, a joined
@@ -301,10 +269,6 @@ class _BlockLowering:
                 for v, i in ((lhs, lhs_index), (rhs, rhs_index)))
         self._add_reduction(result, "add", Expr("mul", (x, y), dtype), kept_loops, contracted)
 
-    @staticmethod
-    def _converted(value: Expr, dtype: str) -> Expr:
-        return value if value.dtype == dtype else Expr("convert", (value,), dtype, (value.dtype,))
-
     def _add_reduction(self, result: Var, combiner: str, value: Expr,
                        kept_loops: list[LoopVar], reduced: list[LoopVar]) -> None:
         """The stages that reduce ``value`` over ``reduced`` into ``result``'s storage."""
@@ -315,7 +279,7 @@ class _BlockLowering:
         else:
             local_shape = result.shape[k:]
             if int(np.prod(local_shape)) > MAX_ROW_TEMP_ELEMENTS and self.rows:
-                raise _NotRowLocal()
+                raise NotRowLocal()
             shape = local_shape if self.rows else result.shape
             buffer = Buffer(f"t{len(self.temps)}", shape, kernel_dtype(result), "temp")
             self.temps.append(buffer)
@@ -344,202 +308,6 @@ class _BlockLowering:
     def _take_caches(self) -> tuple[tuple[str, Index, Expr], ...]:
         caches, self._caches = tuple(self._caches), []
         return caches
-
-    # -- expressions ---------------------------------------------------------------------------
-    def value_at(self, var: Var, index: list[Index]) -> Expr:
-        """The expression for element ``index`` of ``var`` (memoised: shared subexpressions)."""
-        key = (var, tuple(index))
-        found = self._memo.get(key)
-        if found is None:
-            self.reads.setdefault(var, []).append((len(self.stages), key[1]))
-            found = self._memo[key] = self._cached_or_compute(var, index)
-        return found
-
-    def _cached_or_compute(self, var: Var, index: list[Index]) -> Expr:
-        """A cached value is computed by the stage that caches it and loaded by later ones."""
-        stage = self.cached.get(var)
-        if stage is None:
-            return self._compute(var, index)
-        k = len(self.rows)
-        buffer = self._cache_buffers.get(var)
-        if buffer is None:
-            buffer = Buffer(f"t{len(self.temps)}", var.shape[k:], kernel_dtype(var), "temp")
-            self.temps.append(buffer)
-            self._cache_buffers[var] = buffer
-        local = linearize(index[k:], var.shape[k:])
-        if len(self.stages) > stage:
-            return Expr("load", (), kernel_dtype(var), (buffer.name, local))
-        value = self._compute(var, index)
-        self._caches.append((buffer.name, local, value))
-        return value
-
-    def _compute(self, var: Var, index: list[Index]) -> Expr:
-        dtype = kernel_dtype(var)
-        if var in self.literals:
-            return const(self.literals[var], dtype)
-        buffer = self.storage.get(var)
-        if buffer is not None and (buffer.role != "output" or var not in self.producer
-                                   or self.producer[var].op in STAGED):
-            return Expr("load", (), dtype, (buffer.name, self._buffer_index(var, buffer, index)))
-        node = self.producer[var]
-        rule = getattr(self, f"_lower_{node.op}", None)
-        if rule is not None:
-            return rule(node, index)
-        return Expr(ELEMENTWISE_LOWERING[node.op], tuple(self._operands(node, index)), dtype)
-
-    def _buffer_index(self, var: Var, buffer: Buffer, index: list[Index]) -> Index:
-        if var not in self.producer:  # a block input: every element is ready
-            return linearize(index, var.shape)
-        # a reduction computed in this kernel: inside the rows loop only this row exists
-        k = len(self.rows)
-        if list(index[:k]) != self._row_indices():
-            raise _NotRowLocal()
-        if buffer.role == "temp" and self.rows:
-            return linearize(index[k:], var.shape[k:])
-        return linearize(index, var.shape)
-
-    # index transforms
-    def _lower_broadcast_in_dim(self, node: Node, index: list[Index]) -> Expr:
-        operand = node.inputs[0]
-        dims = node.params["broadcast_dimensions"]
-        inner = [index[d] if operand.shape[j] != 1 else Index() for j, d in enumerate(dims)]
-        return self.value_at(operand, inner)
-
-    def _lower_reshape(self, node: Node, index: list[Index]) -> Expr:
-        operand = node.inputs[0]
-        flat = linearize(index, node.out.shape)
-        return self.value_at(operand, delinearize(flat, operand.shape))
-
-    _lower_squeeze = _lower_reshape
-    _lower_expand_dims = _lower_reshape
-
-    def _lower_copy(self, node: Node, index: list[Index]) -> Expr:
-        return self.value_at(node.inputs[0], index)
-
-    def _lower_transpose(self, node: Node, index: list[Index]) -> Expr:
-        inner: list[Index] = [Index()] * len(index)
-        for out_dim, in_dim in enumerate(node.params["permutation"]):
-            inner[in_dim] = index[out_dim]
-        return self.value_at(node.inputs[0], inner)
-
-    def _lower_rev(self, node: Node, index: list[Index]) -> Expr:
-        shape = node.out.shape
-        inner = [index[d] * -1 + (shape[d] - 1) if d in node.params["dimensions"] else index[d]
-                 for d in range(len(index))]
-        return self.value_at(node.inputs[0], inner)
-
-    def _lower_slice(self, node: Node, index: list[Index]) -> Expr:
-        strides = node.params["strides"] or (1,) * len(index)
-        inner = [i * s + int(start) for i, s, start in
-                 zip(index, strides, node.params["start_indices"])]
-        return self.value_at(node.inputs[0], inner)
-
-    def _lower_pad(self, node: Node, index: list[Index]) -> Expr:
-        operand, padding = node.inputs
-        inner = [i + (-int(low)) for i, (low, _high, _interior)
-                 in zip(index, node.params["padding_config"])]
-        value = self.value_at(operand, inner)
-        inside = self._inside(list(zip(inner, operand.shape)))
-        if inside is None:
-            return value
-        return Expr("select", (inside, value, self.value_at(padding, [])),
-                    kernel_dtype(node.out))
-
-    def _lower_concatenate(self, node: Node, index: list[Index]) -> Expr:
-        axis = node.params["dimension"]
-        offsets = np.cumsum([0] + [x.shape[axis] for x in node.inputs])
-        result = None
-        for operand, start in reversed(list(zip(node.inputs, offsets[:-1]))):
-            inner = list(index)
-            inner[axis] = index[axis] + (-int(start))
-            piece = self.value_at(operand, inner)
-            if result is None:
-                result = piece
-            else:
-                end = int(start) + operand.shape[axis]
-                result = Expr("select", (self._compare("lt", index[axis], end), piece, result),
-                              kernel_dtype(node.out))
-        return result
-
-    def _lower_iota(self, node: Node, index: list[Index]) -> Expr:
-        return Expr("index", (), kernel_dtype(node.out), (index[node.params["dimension"]],))
-
-    def _inside(self, positions: list[tuple[Index, int]]) -> Expr | None:
-        """That every ``(index, size)`` lies in ``[0, size)``, testing only the bounds an index
-        can cross (pad, a convolution's padded window); None when none can."""
-        checks = []
-        for index, size in positions:
-            low, high = index.bounds()
-            if low < 0:
-                checks.append(self._compare("ge", index, 0))
-            if high >= size:
-                checks.append(self._compare("lt", index, size))
-        if not checks:
-            return None
-        inside = checks[0]
-        for check in checks[1:]:
-            inside = Expr("and", (inside, check), "bool")
-        return inside
-
-    def _compare(self, op: str, index: Index, bound: int) -> Expr:
-        return Expr(op, (Expr("index", (), "i64", (index,)), Expr("const", (), "i64", (bound,))),
-                    "bool")
-
-    # elementwise operators that are not one IR operation
-    def _operands(self, node: Node, index: list[Index]) -> list[Expr]:
-        return [self.value_at(x, _broadcast_index(index, x)) for x in node.inputs]
-
-    def _lower_convert_element_type(self, node: Node, index: list[Index]) -> Expr:
-        (operand,) = self._operands(node, index)
-        return self._converted(operand, kernel_dtype(node.out))
-
-    def _lower_square(self, node: Node, index: list[Index]) -> Expr:
-        (x,) = self._operands(node, index)
-        return Expr("mul", (x, x), x.dtype)
-
-    def _lower_integer_pow(self, node: Node, index: list[Index]) -> Expr:
-        (x,) = self._operands(node, index)
-        exponent = int(node.params["y"])
-        result, power, remaining = None, x, abs(exponent)
-        while remaining:  # square-and-multiply, as XLA expands integer_pow
-            if remaining & 1:
-                result = power if result is None else Expr("mul", (result, power), x.dtype)
-            remaining >>= 1
-            if remaining:
-                power = Expr("mul", (power, power), x.dtype)
-        one = Expr("const", (), x.dtype, (1,))
-        if result is None:
-            return one
-        return Expr("div", (one, result), x.dtype) if exponent < 0 else result
-
-    def _lower_select_n(self, node: Node, index: list[Index]) -> Expr:
-        predicate, *cases = self._operands(node, index)
-        result = cases[-1]
-        for position in range(len(cases) - 2, -1, -1):
-            # case i is chosen when predicate == i; bool predicates have two cases
-            if predicate.dtype == "bool":
-                chosen = Expr("not", (predicate,), "bool")
-            else:
-                chosen = Expr("eq", (predicate, Expr("const", (), predicate.dtype, (position,))),
-                              "bool")
-            result = Expr("select", (chosen, cases[position], result), result.dtype)
-        return result
-
-    def _lower_clamp(self, node: Node, index: list[Index]) -> Expr:
-        low, x, high = self._operands(node, index)
-        return Expr("min", (Expr("max", (x, low), x.dtype), high), x.dtype)
-
-    def _lower_round(self, node: Node, index: list[Index]) -> Expr:
-        (x,) = self._operands(node, index)
-        method = int(node.params.get("rounding_method", 0))
-        return Expr("round_even" if method == 1 else "round_away", (x,), x.dtype)
-
-
-def _broadcast_index(index: list[Index], operand: Var) -> list[Index]:
-    """An elementwise operand's index: scalars take none, size-1 dimensions read index 0."""
-    if operand.ndim == 0:
-        return []
-    return [Index() if extent == 1 else i for i, extent in zip(index, operand.shape)]
 
 
 def _identity(combiner: str, dtype: str) -> Any:

@@ -11,8 +11,9 @@ A value is cached when
 
 * the kernel has a rows loop (the temporary holds one row, on the thread's stack);
 * two or more stages read it, every read within the current row;
-* it costs at least ``MIN_CACHE_COST`` (``OP_COST``: a transcendental, or several cheaper
-  operations), counting the operations inlined into it, minus values already cached;
+* it costs at least ``MIN_CACHE_COST`` (the registry's ``Primitive.cost``: a transcendental,
+  or several cheaper operations), counting the operations inlined into it, minus values
+  already cached;
 * the first stage reading it visits each element of its row exactly once (checked by
   evaluating that stage's index at every point), so the temporary is complete after it;
 * its row fits the remaining budget ``MAX_ROW_CACHE_ELEMENTS``.
@@ -35,18 +36,10 @@ from collections.abc import Collection, Mapping, Sequence
 
 from dnnfusion_jax.frontend.ir import Node, Var
 from codegen.kernel.kernel_ir import Index, LoopVar, Stage, linearize
+from dnnfusion_jax.ops.registry import lookup
 
-OP_COST = {
-    # lax primitive: rough cost in simple vector operations (unlisted primitives cost 1;
-    # index transforms cost 0). Transcendentals are range reduction plus a polynomial.
-    "exp": 16, "exp2": 16, "log": 16, "log1p": 16, "expm1": 20, "tanh": 24, "logistic": 20,
-    "erf": 30, "erfc": 30, "sin": 20, "cos": 20, "tan": 30, "atan2": 30, "pow": 40,
-    "cbrt": 20, "div": 4, "sqrt": 4, "rsqrt": 5, "rem": 8,
-}
 MIN_CACHE_COST = 8             # a store plus a load cost about two operations and cache space
 MAX_ROW_CACHE_ELEMENTS = 8192  # all cached rows together, per thread, on its stack (32 KiB f32)
-FREE_OPS = frozenset("""broadcast_in_dim reshape squeeze expand_dims transpose rev slice copy
-    convert_element_type""".split())
 
 
 def value_cost(var: Var, producer: Mapping[Var, Node], stops: set[Var],
@@ -65,7 +58,7 @@ def value_cost(var: Var, producer: Mapping[Var, Node], stops: set[Var],
         seen.add(current)
         if node.op in staged:
             continue
-        cost += 0 if node.op in FREE_OPS else OP_COST.get(node.op, 1)
+        cost += lookup(node.op).cost
         stack.extend(node.inputs)
     return cost
 
@@ -102,7 +95,7 @@ def plan_row_caches(nodes: Sequence[Node], producer: Mapping[Var, Node],
     plan: dict[Var, int] = {}
     budget = MAX_ROW_CACHE_ELEMENTS
     for node in nodes:
-        if node.op in staged or node.op in FREE_OPS or len(node.outputs) != 1:
+        if node.op in staged or lookup(node.op).cost == 0 or len(node.outputs) != 1:
             continue
         var = node.out
         var_reads = reads.get(var, [])

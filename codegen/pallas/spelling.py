@@ -23,7 +23,10 @@ PALLAS_OPS = {
     "round_away": "pm.round_away({0})", "round_even": "pm.round_even({0})",
     "sign": "lax.sign({0})", "erf": "pm.erf({0})", "erfc": "pm.erfc({0})",
     "is_finite": "lax.is_finite({0})", "not": "lax.bitwise_not({0})",
-    "square": "lax.square({0})",
+    "sinh": "lax.sinh({0})", "cosh": "lax.cosh({0})", "asinh": "lax.asinh({0})",
+    "acosh": "lax.acosh({0})", "atanh": "lax.atanh({0})", "asin": "lax.asin({0})",
+    "acos": "lax.acos({0})", "atan": "lax.atan({0})", "erf_inv": "lax.erf_inv({0})",
+    "nextafter": "lax.nextafter({0}, {1})",
     "add": "lax.add({0}, {1})", "sub": "lax.sub({0}, {1})", "mul": "lax.mul({0}, {1})",
     "div": "lax.div({0}, {1})",  # integers: rounds toward zero, as XLA
     "rem": "lax.rem({0}, {1})",  # the sign of the dividend (C fmod), as XLA

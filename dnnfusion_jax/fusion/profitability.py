@@ -36,11 +36,10 @@ from dnnfusion_jax.files import default_cache_dir, write_atomically
 from dnnfusion_jax.ops.cost import node_flops
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
+from dnnfusion_jax.ops.registry import lookup
 from dnnfusion_jax.fusion.backend import Backend
 from dnnfusion_jax.fusion.plan import Block
 
-TRANSCENDENTAL = frozenset("exp exp2 log log1p expm1 tanh logistic erf erfc erf_inv pow sin cos "
-                           "tan atan2 sqrt rsqrt cbrt".split())
 
 
 class Profitability(Protocol):
@@ -52,7 +51,7 @@ class CostModel:
 
     bandwidth = 20e9        # bytes/s a fused kernel streams (2-core x86-64, measured ~30 GB/s)
     throughput = 40e9       # simple flops/s
-    transcendental = 8.0    # cost of exp/tanh/erf… in simple flops
+    transcendental = 8.0    # cost of a transcendental (the registry's) in simple flops
     launch = 2e-6           # fixed cost of one kernel call through the FFI
 
     def __init__(self, graph: Graph) -> None:
@@ -65,7 +64,7 @@ class CostModel:
         stages = 1 + sum(n.op.startswith("reduce_") for n in nodes)
         work = 0.0
         for n in nodes:
-            weight = self.transcendental if n.op in TRANSCENDENTAL else 1.0
+            weight = self.transcendental if lookup(n.op).transcendental else 1.0
             again = stages if node_mapping_type(n) is MappingType.ONE_TO_ONE else 1
             work += node_flops(n) * weight * again
         return self.launch + traffic / self.bandwidth + work / self.throughput

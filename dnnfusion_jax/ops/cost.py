@@ -1,9 +1,10 @@
 """FLOP and byte estimates per node: what the report sums and what cost models start from.
 
-FLOPs count arithmetic: one per output element of an elementwise op (``integer_pow`` and
-transcendentals included: weighting them is the business of a cost model), ``2·M·N·K`` for a dot, ``2·out·(Cin/groups)·kernel`` for a
-convolution, one per input element for a reduction or scan, one per window element for pooling.
-Data movement (reshape, transpose, broadcast, slicing, gather) costs no FLOPs. Bytes are the
+FLOPs count arithmetic, as each primitive's registry row says: one per output element of an
+elementwise op (powers and transcendentals included: weighting them is the business of a cost
+model), ``2·M·N·K`` for a dot, ``2·out·(Cin/groups)·kernel`` for a convolution, one per input
+element for a reduction or scan, one per window element for pooling. Data movement (reshape,
+transpose, broadcast, slicing, gather) costs no FLOPs. Bytes are the
 sizes of every input and output, the traffic an unfused kernel would cause.
 
 Example:
@@ -20,38 +21,24 @@ from collections.abc import Iterable
 import numpy as np
 
 from dnnfusion_jax.frontend.ir import Node
-from dnnfusion_jax.ops.mapping_types import ELEMENTWISE_PRIMITIVES
-
-_FREE = frozenset("""
-    convert_element_type copy stop_gradient reshape squeeze transpose rev broadcast_in_dim
-    gather dynamic_slice dynamic_update_slice concatenate stack slice split unstack pad iota
-    tile
-""".split())
-
-_REDUCTIONS = frozenset("""
-    reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin
-    cumsum cumprod cummax cummin cumlogsumexp
-""".split())
-
-_WINDOWED = frozenset("reduce_window_sum reduce_window_max reduce_window_min reduce_window".split())
+from dnnfusion_jax.ops.registry import CONV, DOT, PER_INPUT, PER_OUTPUT, WINDOW, lookup
 
 
 def node_flops(node: Node) -> int:
-    """Estimated floating-point operations of one node (0 for pure data movement)."""
-    op = node.op
-    if op in _FREE:
-        return 0
-    if op in ELEMENTWISE_PRIMITIVES:
+    """Estimated floating-point operations of one node (0 for pure data movement), as its
+    registry row counts them (``Primitive.flops``)."""
+    kind = lookup(node.op).flops
+    if kind == PER_OUTPUT:
         return sum(out.size for out in node.outputs)
-    if op in _REDUCTIONS:
+    if kind == PER_INPUT:
         return node.inputs[0].size
-    if op == "dot_general":
+    if kind == DOT:
         (contract_lhs, _), _ = node.params["dimension_numbers"]
         depth = int(np.prod([node.inputs[0].shape[d] for d in contract_lhs], dtype=np.int64))
         return 2 * node.out.size * depth
-    if op == "conv_general_dilated":
+    if kind == CONV:
         return _conv_flops(node)
-    if op in _WINDOWED:
+    if kind == WINDOW:
         window = int(np.prod(node.params["window_dimensions"], dtype=np.int64))
         return node.outputs[0].size * window
     return 0

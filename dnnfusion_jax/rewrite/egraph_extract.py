@@ -2,7 +2,7 @@
 
 ``decode`` turns ``EGraph.freeze()`` into plain Python (e-classes numbered 0..n-1, e-nodes as
 ``ENode`` with parameters decoded, each class's shape and dtype from the analysis).
-``node_cost`` is compute plus materialisation: FLOPs (transcendental ops weighted
+``node_cost`` is compute plus materialisation: FLOPs (the registry's transcendentals weighted
 ``TRANSCENDENTAL_WEIGHT``) plus the bytes of outputs that must be written to memory. An
 operator whose mapping type fuses with its neighbours by Table 3's green cells (One-to-One,
 Reorganize, a broadcast of a parameter) pays no materialisation; Shuffle, Many-to-Many and
@@ -38,15 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from dnnfusion_jax.ops.registry import lookup
+
 TRANSCENDENTAL_WEIGHT = 4.0
-"""Cost of one transcendental (exp, log, tanh, erf, ...) in FLOPs."""
+"""Cost of one transcendental (``registry.Primitive.transcendental``) in FLOPs."""
 BYTE_WEIGHT = 1.0
 """Cost of one materialised byte in FLOPs (a memory-bound elementwise op costs its bytes)."""
 NODE_COST = 1.0
 """A small cost per operator: fewer operators win ties."""
 
-TRANSCENDENTAL = frozenset("exp log tanh logistic erf erfc sin cos tan pow atan2 log1p expm1 "
-                           "exp2 sqrt rsqrt cbrt".split())
 
 
 @dataclass(frozen=True)
@@ -176,10 +176,9 @@ def node_cost(node: ENode, out: tuple | None, children: list[tuple | None],
     if out is None or any(c is None for c in children):
         return None
     size = _size(out[0])
-    if kind == "un":
-        return NODE_COST + size * (TRANSCENDENTAL_WEIGHT if node.param in TRANSCENDENTAL else 1)
-    if kind == "bin":
-        return NODE_COST + size * (TRANSCENDENTAL_WEIGHT if node.param in TRANSCENDENTAL else 1)
+    if kind in ("un", "bin"):
+        return NODE_COST + size * (TRANSCENDENTAL_WEIGHT if lookup(node.param).transcendental
+                                   else 1)
     if kind == "ipow":
         return NODE_COST + size * max(1, abs(int(node.param)).bit_length())
     if kind in ("reshape", "bcast"):

@@ -33,6 +33,8 @@ import numpy as np
 from egglog import (Bool, BoolLike, Expr, String, StringLike, Unit, Vec, eq, f64, f64Like, function,
                     i64, i64Like, relation, rule, ruleset, set_, var)
 
+from dnnfusion_jax.ops.registry import PRIMITIVES
+
 MAX_RANK = 6
 
 
@@ -182,34 +184,46 @@ MATMUL_DIMS = "(((1,), (0,)), ((), ()))"
 BATCHED_MATMUL_DIMS = "(((2,), (1,)), ((0,), (0,)))"
 """dot_general dimension numbers of a batched matmul of 3-D operands."""
 
-_FINITE_OPS = ("tanh", "logistic", "sin", "cos", "erf", "erfc", "neg", "abs")
-_NONNEG_UNARY = ("exp", "abs", "square", "logistic", "exp2")  # ±0 in, +0 out
-_NONNEG_OF_NONNEG = ("sqrt", "rsqrt")  # sqrt(-0.0) is -0.0, rsqrt(-0.0) is -inf
+
+def _registry_term(row, *operands) -> Term:
+    """The term of a registry row with a ``un``, ``bin`` or ``reduce`` term kind."""
+    if row.term == "un":
+        return Term.un(row.name, operands[0])
+    if row.term == "bin":
+        return Term.bin(row.name, *operands)
+    return Term.reduce(row.name, _p, operands[0])
 
 
 def _fact_rules() -> list:
+    """The registry's ``facts`` column as analysis rules, then those of scalars, even powers
+    and layout operations."""
     rules = []
-    for op in _NONNEG_UNARY:
-        rules.append(rule(eq(_r).to(Term.un(op, _a))).then(nonneg(_r)))
-    for op in _NONNEG_OF_NONNEG:
-        rules.append(rule(eq(_r).to(Term.un(op, _a)), nonneg(_a)).then(nonneg(_r)))
-    for op in _FINITE_OPS:
-        cond = [] if op in ("tanh", "logistic", "sin", "cos", "erf", "erfc") else [finite(_a)]
-        rules.append(rule(eq(_r).to(Term.un(op, _a)), *cond).then(finite(_r)))
-    for op in ("add", "mul", "div", "max", "min"):
-        rules.append(rule(eq(_r).to(Term.bin(op, _a, _b)), nonneg(_a), nonneg(_b)).then(nonneg(_r)))
+    for row in PRIMITIVES.values():
+        if row.term not in ("un", "bin", "reduce") or not row.facts:
+            continue
+        operands = (_a, _b) if row.term == "bin" else (_a,)
+        built = eq(_r).to(_registry_term(row, *operands))
+        for fact in row.facts:
+            if fact == "nonneg":
+                rules.append(rule(built).then(nonneg(_r)))
+            elif fact == "nonneg_if_nonneg":
+                rules.append(rule(built, *map(nonneg, operands)).then(nonneg(_r)))
+            elif fact == "nonneg_if_either":
+                rules += [rule(built, nonneg(x)).then(nonneg(_r)) for x in operands]
+            elif fact == "nonneg_if_same":
+                rules.append(rule(eq(_r).to(_registry_term(row, _a, _a))).then(nonneg(_r)))
+            elif fact == "finite":
+                rules.append(rule(built).then(finite(_r)))
+            elif fact == "finite_if_finite":
+                rules.append(rule(built, finite(_a)).then(finite(_r)))
+            elif fact == "moderate_if_moderate":
+                rules.append(rule(built, moderate(_a)).then(moderate(_r)))
     rules += [
-        rule(eq(_r).to(Term.bin("mul", _a, _a))).then(nonneg(_r)),
-        rule(eq(_r).to(Term.bin("max", _a, _b)), nonneg(_a)).then(nonneg(_r)),
-        rule(eq(_r).to(Term.bin("max", _a, _b)), nonneg(_b)).then(nonneg(_r)),
         # a zero scalar is +0.0: -0.0 literals are leaves, folds that are zero in f64 are
         # refused (one that underflows in f32 keeps the sign its factors give it)
         rule(eq(_r).to(Term.scalar(_v, _dt, _w)), _v >= 0.0).then(nonneg(_r)),
         rule(eq(_r).to(Term.scalar(_v, _dt, _w))).then(finite(_r)),
         rule(eq(_r).to(Term.scalar(_v, _dt, _w)), _v >= 1e-18, _v <= 1e18).then(moderate(_r)),
-        rule(eq(_r).to(Term.un("sqrt", _a)), moderate(_a)).then(moderate(_r)),
-        rule(eq(_r).to(Term.reduce("reduce_sum", _p, _a)), nonneg(_a)).then(nonneg(_r)),
-        # not reduce_max: over an empty axis it is -inf
     ]
     for k in range(0, MAX_RANK + 1, 2):
         rules.append(rule(eq(_r).to(Term.ipow(i64(k), _a))).then(nonneg(_r)))

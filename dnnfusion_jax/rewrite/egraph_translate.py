@@ -36,13 +36,14 @@ from dnnfusion_jax.rewrite.egraph_extract import Decoded, ENode
 from dnnfusion_jax.rewrite.egraph_terms import (Args, Term, complement_axes, compose_perm, conv_channel, dtype,
                            inverse_perm, shape)
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
+from dnnfusion_jax.ops.registry import lookup, names
 from dnnfusion_jax.rewrite.rules_api import conv_channel_shapes, conv_key, parse_dims
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
-UNARY = frozenset("neg exp log sqrt rsqrt abs tanh logistic sin cos square erf log1p expm1 "
-                  "exp2 sign erfc tan cbrt floor ceil".split())
-BINARY = frozenset("add sub mul div max min pow atan2".split())
-REDUCE = frozenset("reduce_sum reduce_max reduce_min reduce_prod".split())
+UNARY = frozenset(names(term="un"))
+"""Primitives that become ``Term.un`` (the registry's ``term`` column); likewise below."""
+BINARY = frozenset(names(term="bin"))
+REDUCE = frozenset(names(term="reduce"))
 MAX_PERMS_COMPOSED = 48
 
 
@@ -150,30 +151,31 @@ class Translation:
         if not all(_numeric(v) for v in ins):
             return None
         op, params = node.op, dict(node.params)
+        kind = lookup(op).term
         same = all(_is_float(v) and v.dtype == node.out.dtype for v in ins)
         plain = all(value is None for value in params.values())
-        if op in UNARY and same and plain:
+        if kind == "un" and same and plain:
             return Term.un(op, terms[ins[0]])
-        if op in BINARY and same and plain:
+        if kind == "bin" and same and plain:
             return Term.bin(op, terms[ins[0]], terms[ins[1]])
-        if op == "integer_pow" and same:
+        if kind == "ipow" and same:
             return Term.ipow(i64(int(params["y"])), terms[ins[0]])
-        if op == "dot_general" and same and params.get("precision") is None \
+        if kind == "dot" and same and params.get("precision") is None \
                 and params.get("out_sharding") is None \
                 and params.get("preferred_element_type") in (None, node.out.dtype):
             return Term.dot(dims_key(params["dimension_numbers"]), terms[ins[0]], terms[ins[1]])
-        if op == "conv_general_dilated" and same \
+        if kind == "conv" and same \
                 and params.get("preferred_element_type") in (None, node.out.dtype):
             return Term.conv(conv_key(params), terms[ins[0]], terms[ins[1]])
-        if op == "transpose" and same:
+        if kind == "transpose" and same:
             return Term.transpose(_vec(params["permutation"]), terms[ins[0]])
-        if op == "reshape" and same and params.get("dimensions") is None \
+        if kind == "reshape" and same and params.get("dimensions") is None \
                 and params.get("sharding") is None:
             return Term.reshape(_vec(params["new_sizes"]), terms[ins[0]])
-        if op == "broadcast_in_dim" and same and params.get("sharding") is None:
+        if kind == "bcast" and same and params.get("sharding") is None:
             return Term.bcast(_vec(params["shape"]), _vec(params["broadcast_dimensions"]),
                               terms[ins[0]])
-        if op in REDUCE and same and params.get("out_sharding") is None:
+        if kind == "reduce" and same and params.get("out_sharding") is None:
             return Term.reduce(op, _vec(sorted(params["axes"])), terms[ins[0]])
         return None
 

@@ -40,15 +40,31 @@ from dnnfusion_jax.rewrite.rules_guards import (Broadcasts, ComplementAxes, Comp
                            Guard, InversePerm, KeepsShape, Moderate, Nonneg, NonzeroConst, Rank,
                            SameRank, SameShape, ScaleCols, ScaleRows, Scalar, ShapeIs,
                            conv_channel_shapes)
-from dnnfusion_jax.rewrite.rules_terms import (BATCHED, BINARY_OPS, CONV_KEYS, MATMUL, UNARY_OPS, C, P, Pat, V,  # noqa: F401
-                          _pat, _postorder, abs_, binary, broadcast, cbrt, conv, conv_key, cos,
-                          dot, erf, erfc, evaluate, exp, exp2, expm1, fold, ipow, log, log1p,
-                          logistic, matmul, neg, parse_dims, recip, reduce, reduce_max,
-                          reduce_prod, reduce_sum, reshape, rsqrt, scalar, sign, sin, sqrt,
-                          square, tan, tanh, transpose, unary)
+from dnnfusion_jax.rewrite.rules_terms import (BATCHED, BINARY_OPS, BUILDERS, CONV_KEYS, MATMUL,  # noqa: F401
+                          UNARY_OPS, C, P, Pat, V, _pat, _postorder, binary, broadcast, conv,
+                          conv_key, dot, evaluate, fold, ipow, matmul, parse_dims, recip, reduce,
+                          reduce_max, reduce_prod, reduce_sum, reshape, scalar, transpose, unary)
+
+globals().update(BUILDERS)  # exp, log, tanh, abs_, ...: one per registry row that names one
 
 VALUE_KINDS = ("nonneg", "moderate", "positive")
 """What ``Rule(values=...)`` may ask ``rules check`` to sample for a variable."""
+
+__all__ = [
+    # rules and rule files
+    "Rule", "VALUE_KINDS", "Compiler", "compile_rule", "load_rules_file",
+    # guards
+    "Guard", "Scalar", "SameShape", "SameRank", "KeepsShape", "Broadcasts", "ShapeIs", "Rank",
+    "Nonneg", "Moderate", "Finite", "NonzeroConst", "InversePerm", "ComposePerm",
+    "ComplementAxes", "ScaleRows", "ScaleCols", "ConvChannel", "conv_channel_shapes",
+    # terms: variables, constants, operations (the registry's builders too), their meaning
+    "V", "P", "C", "Pat", "scalar", "fold", "unary", "binary", "recip", "ipow", "dot", "matmul",
+    "conv", "conv_key", "CONV_KEYS", "transpose", "reshape", "broadcast", "reduce",
+    "reduce_sum", "reduce_prod", "reduce_max", "evaluate", "parse_dims", "MATMUL", "BATCHED",
+    "UNARY_OPS", "BINARY_OPS", *BUILDERS,
+]
+
+
 # ----------------------------------------------------------------------------- rules
 
 @dataclass(frozen=True, eq=False)

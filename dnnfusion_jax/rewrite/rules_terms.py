@@ -25,12 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from dnnfusion_jax.ops.registry import PRIMITIVES, names
 from dnnfusion_jax.rewrite.egraph_terms import BATCHED_MATMUL_DIMS, MATMUL_DIMS
 
 MATMUL, BATCHED = MATMUL_DIMS, BATCHED_MATMUL_DIMS
-UNARY_OPS = ("neg", "exp", "log", "sqrt", "rsqrt", "abs", "tanh", "logistic", "sin", "cos",
-             "square", "erf", "log1p", "expm1", "exp2", "sign", "erfc", "tan", "cbrt")
-BINARY_OPS = ("add", "sub", "mul", "div", "max", "min", "pow", "atan2")
+UNARY_OPS = tuple(row.name for row in PRIMITIVES.values() if row.term == "un" and row.rule)
+"""The rule language's unary operations: registry rows with a ``un`` term and a builder."""
+BINARY_OPS = names(term="bin")
+"""The rule language's binary operations (``binary``, and ``+ - * /``)."""
 
 
 class P:
@@ -147,28 +149,36 @@ def _pat(x: Any) -> Pat:
                     f"operations, or be a Python number; got {x!r}")
 
 
-def _unary(op: str):
+def _unary(op: str, name: str):
+    """The builder ``name`` of the unary term ``op`` (a registry row's ``rule``)."""
     def build(a: Pat) -> Pat:
         return Pat("un", op, (_pat(a),))
-    build.__name__ = op
-    build.__doc__ = f"Elementwise lax.{op}."
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"""Elementwise lax.{op}.
+
+    >>> str({name}(V("a")))
+    '{op}(a)'
+    """
     return build
 
 
-exp, log, sqrt, rsqrt, tanh, logistic, sin, cos = map(
-    _unary, ("exp", "log", "sqrt", "rsqrt", "tanh", "logistic", "sin", "cos"))
-abs_, square, neg = _unary("abs"), _unary("square"), _unary("neg")
-erf, erfc, log1p, expm1, exp2, sign, tan, cbrt = map(
-    _unary, ("erf", "erfc", "log1p", "expm1", "exp2", "sign", "tan", "cbrt"))
+BUILDERS = {row.rule: _unary(row.name, row.rule) for row in PRIMITIVES.values() if row.rule}
+"""Builder name → builder, one per registry row that names one (``exp``, ``abs_``, ...); each
+is a module-level name here and in ``rules_api``.
+
+>>> str(BUILDERS["abs_"](V("a")))
+'abs(a)'
+"""
+globals().update(BUILDERS)
 
 
 def unary(op: str | P, a: Any) -> Pat:
     """Elementwise unary ``op``, one of ``UNARY_OPS`` (or a ``P`` that matches any).
 
-    >>> unary("softplus", V("a"))
+    >>> unary("softplus", V("a"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown unary operation 'softplus'; known: neg, exp, log, sqrt, rsqrt, abs, tanh, logistic, sin, cos, square, erf, log1p, expm1, exp2, sign, erfc, tan, cbrt
+    ValueError: unknown unary operation 'softplus'; known: neg, abs, exp, ...
     """
     if not isinstance(op, P) and op not in UNARY_OPS:
         raise ValueError(f"unknown unary operation {op!r}; known: {', '.join(UNARY_OPS)}")
@@ -275,6 +285,12 @@ def _reduce(op: str, x: Any, axes: tuple) -> Any:
     return fn(x, axis=tuple(axes))
 
 
+def _binary(op: str, a: Any, b: Any) -> Any:
+    """lax's binary ``op`` after numpy's type promotion and broadcasting (as ``jnp.add`` ...)."""
+    dtype = jnp.result_type(a, b)
+    return getattr(lax, op)(*jnp.broadcast_arrays(jnp.asarray(a, dtype), jnp.asarray(b, dtype)))
+
+
 def evaluate(pat: Pat, env: dict[str, Any], params: dict[str, Any] | None = None,
              trace: list | None = None) -> Any:
     """Evaluates a term with JAX on concrete arrays (``env``: var → array).
@@ -303,11 +319,7 @@ def evaluate(pat: Pat, env: dict[str, Any], params: dict[str, Any] | None = None
         elif k == "un":
             out = getattr(lax, param(node.op))(*args)
         elif k == "bin":
-            a, b = args
-            fn = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": jnp.divide,
-                  "max": jnp.maximum, "min": jnp.minimum, "pow": jnp.power,
-                  "atan2": jnp.arctan2}[param(node.op)]
-            out = fn(a, b)
+            out = _binary(param(node.op), *args)
         elif k == "ipow":
             out = lax.integer_pow(args[0], node.op)
         elif k == "dot":
