@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import dnnfusion_jax as dnnfusion
-from codegen.kernel.kernel_ir import Div, Mod, expr_nodes
+from codegen.kernel.index import Div, Mod
+from codegen.kernel.kernel_ir import expr_nodes
 from codegen.kernel.lowering import lower_block
 from dnnfusion_jax.fusion.plan import whole_graph_block
 from dnnfusion_jax.frontend.trace import trace_function

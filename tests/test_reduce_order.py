@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
-from codegen.kernel.kernel_ir import Div, Mod, expr_nodes
+from codegen.kernel.index import Div, Mod
+from codegen.kernel.kernel_ir import expr_nodes
 from codegen.kernel.lowering import lower_block
 from dnnfusion_jax.fusion.plan import whole_graph_block
 from codegen.kernel.reduce_order import loop_strides

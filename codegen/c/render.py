@@ -29,7 +29,8 @@ from pathlib import Path
 
 
 from codegen.kernel.guarded_loads import affine_coefficient, uniform_loads
-from codegen.kernel.kernel_ir import Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes
+from codegen.kernel.index import Index, LoopVar
+from codegen.kernel.kernel_ir import Expr, LoopKernel, Stage, expr_nodes
 from codegen.kernel.printer import ExprWalker, IndexPrinter
 
 from codegen.c.spelling import C_TYPES, convert, literal, spell
@@ -43,7 +44,7 @@ TILE = 16                 # a transposing loop pair walks 16 × 16 tiles (64-byt
 class CIndex(IndexPrinter):
     """C's spelling of an ``Index``: all arithmetic in ``long``, ``/`` and ``%`` parenthesised.
 
-    >>> from codegen.kernel.kernel_ir import Index, LoopVar
+    >>> from codegen.kernel.index import Index, LoopVar
     >>> render_index(Index.var(LoopVar("i", 64)).digit(4, 8) * 2 + 1, {})
     '(((i) / 4) % 8) * 2 + 1'
     """

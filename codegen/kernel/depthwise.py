@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnnfusion_jax.frontend.ir import Node
-from codegen.kernel.kernel_ir import Index, LoopVar
+from codegen.kernel.index import Index, LoopVar
 
 CONV = "conv_general_dilated"
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from codegen.kernel.kernel_ir import Buffer, Expr, Index, const, delinearize, linearize
+from codegen.kernel.index import Index, delinearize, linearize
+from codegen.kernel.kernel_ir import Buffer, Expr, const
 from dnnfusion_jax.frontend.ir import Node, Var
 from dnnfusion_jax.ops.registry import PRIMITIVES
 

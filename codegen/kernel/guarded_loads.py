@@ -12,7 +12,8 @@ not depend on the innermost loop, to a range that leaves room for the whole run,
 used and safe when not, and the load stays contiguous.
 
 Example:
-    >>> from codegen.kernel.kernel_ir import Expr, Index, LoopVar
+    >>> from codegen.kernel.index import Index, LoopVar
+    >>> from codegen.kernel.kernel_ir import Expr
     >>> h, c = LoopVar("h", 8), LoopVar("c", 16)
     >>> inside = Expr("lt", (Expr("index", (), "i64", (Index.var(h) + -1,)),
     ...                      Expr("const", (), "i64", (6,))), "bool")
@@ -25,7 +26,8 @@ Example:
 """
 from __future__ import annotations
 
-from codegen.kernel.kernel_ir import Div, Expr, Index, LoopVar, Mod, expr_nodes
+from codegen.kernel.index import Div, Index, LoopVar, Mod
+from codegen.kernel.kernel_ir import Expr, expr_nodes
 
 
 def index_vars(index: Index) -> set[LoopVar]:

@@ -14,7 +14,8 @@ contiguous load ``h[c]`` inside it. A value is hoisted when
 * its temporary fits ``max_elements`` (row-local temporaries live on the thread's stack).
 
 Example:
-    >>> from codegen.kernel.kernel_ir import Expr, Index, LoopVar, Stage, render_expr
+    >>> from codegen.kernel.index import Index, LoopVar
+    >>> from codegen.kernel.kernel_ir import Expr, Stage, render_expr
     >>> i, c = LoopVar("i", 64), LoopVar("c", 16)
     >>> x = Expr("load", (), "f32", ("in0", Index.var(i) * 16 + Index.var(c)))
     >>> s = Expr("rsqrt", (Expr("load", (), "f32", ("in1", Index.var(c))),), "f32")
@@ -29,7 +30,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from codegen.kernel.kernel_ir import Div, Expr, Index, LoopVar, Mod, Stage, expr_nodes, linearize
+from codegen.kernel.index import Div, Index, LoopVar, Mod, linearize
+from codegen.kernel.kernel_ir import Expr, Stage, expr_nodes
 
 MIN_REUSE = 4  # the stage must evaluate a hoisted value at least this many times per copy
 

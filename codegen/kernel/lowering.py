@@ -39,8 +39,8 @@ from codegen.kernel.expressions import LOWERABLE as EXPRESSIONS
 from codegen.kernel.expressions import (DTYPES, ExpressionLowering, NotRowLocal, kernel_dtype,
                                         numpy_name)
 from codegen.kernel.hoist import hoist_invariants
-from codegen.kernel.kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage, expr_nodes,
-                                      linearize)
+from codegen.kernel.index import Index, LoopVar, linearize
+from codegen.kernel.kernel_ir import Buffer, Expr, LoopKernel, Stage, expr_nodes
 from codegen.kernel.reduce_order import MAX_CHUNKS, merge_contiguous_loops, split_reduction
 from codegen.kernel.row_cache import plan_row_caches
 from codegen.kernel.rows import row_candidates

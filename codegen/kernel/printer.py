@@ -10,7 +10,8 @@ overridden per language).
   code and binds it to a name; constants stay inline.
 
 Example:
-    >>> from codegen.kernel.kernel_ir import Expr, Index, LoopVar, const
+    >>> from codegen.kernel.index import Index, LoopVar
+    >>> from codegen.kernel.kernel_ir import Expr, const
     >>> i = LoopVar("i", 12)
     >>> IndexPrinter()((Index.var(i) // 4) * 3 + Index.var(i) % 4 + 1)
     '(i)/4 * 3 + (i)%4 + 1'
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from codegen.kernel.kernel_ir import Div, Expr, Index, LoopVar, expr_nodes
+from codegen.kernel.index import Div, Index, LoopVar
+from codegen.kernel.kernel_ir import Expr, expr_nodes
 
 
 class IndexPrinter:

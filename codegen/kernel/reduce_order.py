@@ -23,7 +23,8 @@ loops of one kind whose every index uses them as one contiguous range (h, w → 
 index stays affine and the inner loop long.
 
 Example:
-    >>> from codegen.kernel.kernel_ir import Expr, Index, LoopVar, Stage
+    >>> from codegen.kernel.index import Index, LoopVar
+    >>> from codegen.kernel.kernel_ir import Expr, Stage
     >>> a, b = LoopVar("a", 64), LoopVar("b", 256)   # column sums of x: f32[64, 256]
     >>> x = Expr("load", (), "f32", ("in0", Index.var(a) * 256 + Index.var(b)))
     >>> stage = Stage("reduce", "t0", Index.var(b), x, (b,), (a,), "add", 0)
@@ -38,8 +39,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection
 
-from codegen.kernel.kernel_ir import (Div, Expr, Index, LoopVar, Mod, Stage, expr_nodes, linearize,
-                        substitute)
+from codegen.kernel.index import Div, Index, LoopVar, Mod, linearize, substitute
+from codegen.kernel.kernel_ir import Expr, Stage, expr_nodes
 
 MAX_CHUNKS = 64          # pieces of the outer reduced loop when stage A must be parallel
 MIN_CHUNK_WORK = 1 << 14  # points per chunk below which a chunk is not worth a thread

@@ -35,7 +35,8 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 from dnnfusion_jax.frontend.ir import Node, Var
-from codegen.kernel.kernel_ir import Index, LoopVar, Stage, linearize
+from codegen.kernel.index import Index, LoopVar, linearize
+from codegen.kernel.kernel_ir import Stage
 from dnnfusion_jax.ops.registry import lookup
 
 MIN_CACHE_COST = 8             # a store plus a load cost about two operations and cache space

@@ -3,7 +3,8 @@ global), the grid of programs, output shapes (scratch slots after the outputs, d
 the call) and the warps per program.
 
 Example:
-    >>> from codegen.kernel.kernel_ir import Buffer, Expr, Index, LoopKernel, LoopVar, Stage
+    >>> from codegen.kernel.index import Index, LoopVar
+    >>> from codegen.kernel.kernel_ir import Buffer, Expr, LoopKernel, Stage
     >>> from codegen.pallas.grid import grid_shape
     >>> i = LoopVar("i", 8)
     >>> x = Expr("load", (), "f32", ("in0", Index.var(i)))

@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 
 from codegen.kernel.guarded_loads import expr_vars, index_vars
-from codegen.kernel.kernel_ir import Index, LoopKernel, LoopVar, Stage, expr_nodes
+from codegen.kernel.index import Index, LoopVar
+from codegen.kernel.kernel_ir import LoopKernel, Stage, expr_nodes
 
 
 def next_power_of_two(n: int) -> int:

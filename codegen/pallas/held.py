@@ -9,7 +9,7 @@ stage's axes of the same extent and padding (the grid axis onto the grid axis), 
 order, and the held offsets with its axes renamed are the load's.
 
 Example:
-    >>> from codegen.kernel.kernel_ir import Index, LoopVar
+    >>> from codegen.kernel.index import Index, LoopVar
     >>> r, a, b = LoopVar("r", 4), LoopVar("k0", 6), LoopVar("k1", 6)
     >>> row = Index.var(r) * 6
     >>> held = Held(row + Index.var(a), "v3", frozenset({r, a}), {r: (0, 4, 4), a: (1, 6, 8)})
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from codegen.kernel.guarded_loads import index_vars
-from codegen.kernel.kernel_ir import Index, LoopVar, substitute
+from codegen.kernel.index import Index, LoopVar, substitute
 
 Lanes = dict[LoopVar, tuple[int, int, int]]
 """A stage's axes, each with its (position, extent, padded size) in the stage's tile."""

@@ -56,8 +56,8 @@ import math
 from dataclasses import dataclass
 
 from codegen.kernel.guarded_loads import index_vars
-from codegen.kernel.kernel_ir import (Buffer, Expr, Index, LoopKernel, LoopVar, Stage,
-                                     render_expr, substitute)
+from codegen.kernel.index import Index, LoopVar, substitute
+from codegen.kernel.kernel_ir import Buffer, Expr, LoopKernel, Stage, render_expr
 
 from codegen.kernel.printer import ExprWalker, IndexPrinter
 from codegen.pallas.call import call_source
@@ -428,7 +428,7 @@ class PallasIndex(IndexPrinter):
     negative where they are read, so truncating and floor division agree), sums in
     parentheses.
 
-    >>> from codegen.kernel.kernel_ir import LoopVar
+    >>> from codegen.kernel.index import LoopVar
     >>> index_text(Index.var(LoopVar("r", 64)).digit(4, 8) * 2 + 1)
     '(lax.rem(lax.div(r, 4), 8) * 2 + 1)'
     """

@@ -9,7 +9,8 @@ reads from an earlier one (temporaries, outputs) goes through memory between the
 rest of the block stays fused.
 
 Example (the division of a softmax whose row sums were taken over a merged loop):
-    >>> from codegen.kernel.kernel_ir import Buffer, Expr, Index, LoopKernel, LoopVar, Stage
+    >>> from codegen.kernel.index import Index, LoopVar
+    >>> from codegen.kernel.kernel_ir import Buffer, Expr, LoopKernel, Stage
     >>> i, j, k = LoopVar("i", 12), LoopVar("j", 128), LoopVar("k", 128)
     >>> x = lambda index: Expr("load", (), "f32", ("in0", index))
     >>> sums = Stage("reduce", "t0", Index.var(i), x(Index.var(i) * 128 + Index.var(j)), (i,),
