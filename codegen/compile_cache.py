@@ -51,8 +51,8 @@ from pathlib import Path
 
 from dnnfusion_jax.fusion.backend import ToolMissing
 from dnnfusion_jax.files import default_cache_dir  # noqa: F401 (re-exported)
-from dnnfusion_jax.files import (private_cache_dir, umask, untrusted_reason, usable_cache_dir,
-                                 warn_once, write_atomically)
+from dnnfusion_jax.files import (CACHE_ADVICE, private_cache_dir, umask, untrusted_reason,
+                                 usable_cache_dir, warn_once, write_atomically)
 
 _ELF_MAGIC = b"\x7fELF"
 _MAX_MESSAGE = 4000  # characters of compiler output kept in a CompileError
@@ -200,21 +200,20 @@ def build_shared_library(sources: Mapping[str, str] | str, *,
     command = _command(compiler, language)
     key = library_key(sources, command, flags, target)
     root = usable_cache_dir(cache_dir)
-    private = private_cache_dir()
-    if root == private:
-        return _build_in(private, key, sources, command, flags)
     try:
         return _build_in(root, key, sources, command, flags)
-    except _Untrusted as why:
-        warn_once(f"dnnfusion: not loading {why} from the kernel cache {root}: it is "
-                  f"{why.reason}; rebuilding in the private cache {private} instead. Set "
-                  "DNNFUSION_CACHE_DIR to a directory that you own and that nobody else can "
-                  "write.")
-    except OSError as error:  # a .lock that is a folder, a full disk, a folder gone read-only
-        warn_once(f"dnnfusion: the kernel cache {root} is not usable ({type(error).__name__}: "
-                  f"{error}); using the private cache {private} instead. Set "
-                  "DNNFUSION_CACHE_DIR to a directory that you own and that nobody else can "
-                  "write.")
+    except (_Untrusted, OSError) as error:
+        # the private cache is found (and probed) only here, off the path of every build
+        private = private_cache_dir()
+        if root == private:
+            raise
+        if isinstance(error, _Untrusted):
+            problem = (f"not loading {error} from the kernel cache {root}: it is "
+                       f"{error.reason}; rebuilding in")
+        else:  # a .lock that is a folder, a full disk, a folder gone read-only
+            problem = (f"the kernel cache {root} is not usable "
+                       f"({type(error).__name__}: {error}); using")
+        warn_once(f"dnnfusion: {problem} the private cache {private} instead. {CACHE_ADVICE}")
     return _build_in(private, key, sources, command, flags)
 
 

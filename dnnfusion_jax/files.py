@@ -27,6 +27,11 @@ import warnings
 from pathlib import Path
 
 
+CACHE_ADVICE = ("Set DNNFUSION_CACHE_DIR to a directory that you own and that nobody else can "
+                "write.")
+"""What every warning about an unsafe or unusable cache directory tells the user to do."""
+
+
 def default_cache_dir() -> Path:
     """``$DNNFUSION_CACHE_DIR``, else ``$XDG_CACHE_HOME/dnnfusion_jax``, else ``~/.cache/...``."""
     if explicit := os.environ.get("DNNFUSION_CACHE_DIR"):
@@ -140,8 +145,7 @@ def usable_cache_dir(requested: str | Path | None = None) -> Path:
         return folder
     private = private_cache_dir()
     warn_once(f"dnnfusion: the kernel cache {folder} is not usable ({problem}); using the "
-              f"private cache {private} instead. Set DNNFUSION_CACHE_DIR to a directory that you "
-              "own and that nobody else can write.")
+              f"private cache {private} instead. {CACHE_ADVICE}")
     return private
 
 
