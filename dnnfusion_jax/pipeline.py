@@ -2,7 +2,8 @@
 
 ``optimize`` runs the stages, times them, prints them under ``debug``, and returns an
 ``OptimizedFunction`` that runs the compiled plan on flat inputs (under ``jax.jit`` this traces
-into one executable) and differentiates through the unfused reference graph.
+into one executable). Its derivatives run fused kernels too: a forward that also saves the
+residuals and a backward, both optimised here on first use (``derivatives.py``).
 
 Example:
     >>> import jax.numpy as jnp
@@ -24,6 +25,7 @@ from typing import Any
 
 import jax
 
+from dnnfusion_jax.derivatives import FusedVjp, call_differentiable
 from dnnfusion_jax.executable import Executable, compile_plan
 from dnnfusion_jax.frontend.ir import Graph
 from dnnfusion_jax.options import (BACKENDS, PLANNERS, Options, library_rule_names,
@@ -51,28 +53,51 @@ class OptimizedFunction:
     timings: dict[str, float] = field(default_factory=dict)
     internal_error: str | None = None
     rewrite_stats: RewriteStats = field(default_factory=RewriteStats)
+    fused_derivatives: bool = True
+    _vjp: FusedVjp | None = field(default=None, repr=False)
 
     @property
     def cacheable(self) -> bool:
         """False when closed-over constants are tracers of an enclosing transformation."""
         return not any(isinstance(c, jax.core.Tracer) for c in self.traced.consts)
 
+    @property
+    def out_avals(self) -> list[Any]:
+        """The abstract values of the flat outputs."""
+        return list(self.traced.closed_jaxpr.out_avals)
+
     def __call__(self, leaves: Sequence[Any]) -> list[Any]:
         """Runs the plan on the flat arguments.
 
         Derivatives are those of the traced jaxpr itself, so the user's ``custom_jvp``,
-        ``custom_vjp`` and ``stop_gradient`` keep their meaning under ``jax.grad``.
+        ``custom_vjp`` and ``stop_gradient`` keep their meaning under ``jax.grad``; first
+        derivatives run a fused forward and backward (``fused_derivatives``), higher ones
+        and those of a function left to XLA the reference graph.
         """
-        run = jax.custom_jvp(lambda *inputs: tuple(self.executable(*inputs)))
-        reference = self.traced.reference()
-        run.defjvp(lambda primals, tangents: jax.jvp(lambda *xs: tuple(reference(*xs)),
-                                                     primals, tangents))
-        return list(run(*self.traced.consts, *leaves))
+        fused = self.fused_derivatives and self.backend != "xla"
+        return call_differentiable(self.executable, self.traced.reference(),
+                                   [*self.traced.consts, *leaves],
+                                   self.vjp if fused else None)
+
+    def vjp(self) -> FusedVjp:
+        """The fused forward and backward of this signature, optimised on first use."""
+        if self._vjp is None:
+            jaxpr = self.traced.closed_jaxpr
+            in_avals = [v.aval for v in jaxpr.jaxpr.constvars] + list(jaxpr.in_avals)
+
+            def optimizer(fun: Callable, avals: list, name: str) -> OptimizedFunction:
+                return optimize(fun, avals, {}, self.options, name, fused_derivatives=False)
+            self._vjp = FusedVjp(self.traced.reference(), in_avals, self.out_avals, optimizer,
+                                 self.name)
+        return self._vjp
 
 
 def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
-             name: str | None = None) -> OptimizedFunction:
+             name: str | None = None, fused_derivatives: bool = True) -> OptimizedFunction:
     """Traces ``fun(*args, **kwargs)`` and optimises it; ``args`` may hold tracers.
+
+    ``fused_derivatives``: whether its first derivatives are optimised too (False for the
+    forward and backward functions themselves: their derivatives use the reference).
 
     Errors from tracing the user's function propagate unchanged. An internal error in a later
     stage is raised when ``options.fallback`` is False; otherwise it is reported as a warning
@@ -85,7 +110,9 @@ def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
     timings["trace_s"] = time.perf_counter() - start
     _debug(options, f"jaxpr of {name}", traced.closed_jaxpr)
     try:
-        return _optimize_graph(name, traced, options, timings)
+        optimized = _optimize_graph(name, traced, options, timings)
+        optimized.fused_derivatives = fused_derivatives
+        return optimized
     except Exception as error:  # an optimiser bug must not cost the user a wrong result or a crash
         if not options.fallback:
             raise
@@ -100,7 +127,8 @@ def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
         kept = {"trace_s": timings["trace_s"]}
         return OptimizedFunction(name, options, traced, traced.graph, {}, plan, executable, "xla",
                                  kept, internal_error=message,
-                                 rewrite_stats=RewriteStats(stop="not run"))
+                                 rewrite_stats=RewriteStats(stop="not run"),
+                                 fused_derivatives=False)
 
 
 def _optimize_graph(name: str, traced: TracedFunction, options: Options,

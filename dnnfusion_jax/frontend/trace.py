@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
@@ -40,6 +41,10 @@ INLINED_CALLS: dict[str, str] = {
 
 # Primitives that are the identity on a forward pass and vanish on import.
 FORWARD_IDENTITIES = frozenset({"stop_gradient"})
+
+# Primitives imported as another with the same meaning: ``add_any`` is the add that JAX's
+# autodiff accumulates fan-out cotangents with (``add`` on arrays), so that gradients fuse.
+CANONICAL = {"add_any": lax.add_p}
 
 
 @dataclass
@@ -138,7 +143,8 @@ class _Importer:
             else:
                 self.jaxpr_ops += 1
                 outs = [_var_like(v) for v in eqn.outvars]
-                self.nodes.append(Node(eqn.primitive, tuple(ins), tuple(outs), dict(eqn.params),
+                primitive = CANONICAL.get(name, eqn.primitive)
+                self.nodes.append(Node(primitive, tuple(ins), tuple(outs), dict(eqn.params),
                                        frozenset(eqn.effects)))
             env.update(zip(eqn.outvars, outs))
         return [self._read(env, atom) for atom in jaxpr.outvars]
