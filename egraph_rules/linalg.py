@@ -1,5 +1,8 @@
-"""Linear algebra: shared-operand factoring, matrix-chain reassociation, scale hoisting and
-folding an affine scale that follows a conv or dense layer into its weights (batch norm).
+"""Linear algebra: shared-operand factoring, matrix-chain reassociation, scale hoisting,
+folding an affine scale that follows a conv or dense layer into its weights (batch norm), and
+absorbing a transpose of a dot into the dot by swapping its operands (``jax.vmap`` of
+``W @ v`` is ``transpose(dot(W, X))``; XLA folds that transpose into the GEMM's layout, we
+remove it from the graph).
 
 Reassociation is an equality both ways; extraction picks the cheaper order by shapes (an
 ``(A@B)@v`` with a narrow ``v`` costs n²k instead of n³). Factoring and hoisting are exact
@@ -7,9 +10,9 @@ for finite values; the factor must be free of ±inf (``finite=``). All of them a
 while intermediates stay inside the float32 range (``in_range=True``): regrouping a product
 can overflow where the original did not.
 """
-from dnnfusion_jax.rules_api import (BATCHED, MATMUL, ConvChannel, P, Rank, Rule, SameShape,
-                                     Scalar, ScaleCols, ScaleRows, V, conv, conv_key, dot, neg,
-                                     reshape)
+from dnnfusion_jax.rules_api import (BATCHED, MATMUL, ConvChannel, DotSwap, P, Rank, Rule,
+                                     SameShape, Scalar, ScaleCols, ScaleRows, V, conv, conv_key,
+                                     dot, neg, reshape, swap_dot, transpose)
 
 a, b, c, x, q, k, s, w = (V(n) for n in "abcxqksw")
 d, key, ks = P("dims", "str"), P("key", "str"), P("kshape")
@@ -30,6 +33,18 @@ def _conv_params(rng, dims_):
               "feature_group_count": 1, "batch_group_count": 1, "precision": None,
               "preferred_element_type": None, "out_sharding": None}
     return {"key": conv_key(params), "kshape": (n_out, 1, 1, 1)}
+
+
+# dimension numbers that fit a: (z, m, k), b: (z, n, k): batched, plain and outer contractions
+SWAP_DIMS = ["(((2,), (2,)), ((0,), (0,)))", "(((0, 2), (0, 2)), ((), ()))",
+             "(((2,), (2,)), ((), ()))", "(((0,), (0,)), ((), ()))"]
+perm, swapped = P("perm"), P("swapped", "str")
+
+
+def _swap_params(rng, dims_):
+    dims = SWAP_DIMS[int(rng.integers(len(SWAP_DIMS)))]
+    p, e = swap_dot(dims, 3, 3)
+    return {"dims": dims, "perm": p, "swapped": e}
 
 
 CONV = {"x": (1, "i", 5, 5), "w": ("o", "i", 3, 3), "s": (1, "o", 1, 1)}
@@ -67,6 +82,10 @@ RULES = [
          shapes={"q": ("m", "k"), "k": ("k", "n"), "s": (1, "n")}, in_range=True),
     Rule("dot-neg", F, "(-a)@b -> -(a@b)", dot(neg(a), b, d), neg(dot(a, b, d)),
          shapes={"a": ("m", "k"), "b": ("k", "n")}, params=DIMS),
+    Rule("transpose-dot-swap", F, "transpose(dot(a, b), p) -> dot(b, a) for p that puts b's "
+         "free dims first", transpose(dot(a, b, d), perm), dot(b, a, swapped),
+         (DotSwap(d, a, b, perm, swapped),),
+         shapes={"a": ("z", "m", "k"), "b": ("z", "n", "k")}, params=_swap_params),
     Rule("conv-scale", F, "conv(x, w)*s -> conv(x, w*s') for a per-channel s (batch norm)",
          conv(x, w, key) * s, conv(x, w * reshape(s, ks), key), (ConvChannel(key, s, ks),),
          finite=(s,), shapes=CONV, params=_conv_params, in_range=True),

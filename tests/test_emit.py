@@ -150,7 +150,7 @@ def test_a_corrupted_expected_output_is_a_mismatch(arch, model, tmp_path):
     assert not ok
     verdicts = {line.split()[1]: line.split()[-1] for line in lines}
     assert verdicts.pop(victim["symbol"]) == "MISMATCH"
-    assert set(verdicts.values()) == {"ok"}
+    assert all(verdict == "ok" for verdict in verdicts.values())  # the others (if any) pass
 
 
 def test_run_exits_1_on_a_mismatch(model, tmp_path, monkeypatch, capsys):

@@ -120,7 +120,9 @@ def _two_rows(kernel, device_kind):
     return 2 if rows % 2 == 0 else None
 
 
-@pytest.mark.parametrize("name", ["transformer_encoder_erf", "cnn", "gpt_block", "moe_router"])
+# (not "cnn": its pooling now fuses with the convolutions' epilogues, and at batch 2 none of
+# its kernels has rows to split)
+@pytest.mark.parametrize("name", ["transformer_encoder_erf", "gpt_block", "moe_router"])
 def test_model_with_many_grid_steps(name, monkeypatch):
     monkeypatch.setitem(options.BACKENDS, "pallas_grid",
                         lambda: PallasBackend(interpret=True, block_points=_two_rows))
@@ -237,14 +239,16 @@ def test_random_graphs_match_jax_jit(program, seed, specials):
 
 def test_fallback_reasons_in_explain():
     def fn(x, w):
-        return jnp.cumsum(jnp.tanh(x @ w), axis=1) * 2.0
+        # a generic reduce_window (a product): no kernel lowering
+        return jax.lax.reduce_window(jnp.tanh(x @ w), 1.0, jax.lax.mul, (1, 2), (1, 1),
+                                     "VALID") * 2.0
 
     x, w = jnp.ones((64, 128)), jnp.ones((128, 128)) / 128  # 2 MFLOP: past the GEMM limit
     fused = dnnfusion.jit(fn, backend="pallas", fallback=False)
     assert_trees_match(fused(x, w), jax.jit(fn)(x, w), what="fallback")
     reasons = [f["reason"] for f in fused.explain(x, w).summary()["fallback_blocks"]]
     assert any("dot_general" in r for r in reasons), reasons
-    assert any("cumsum" in r for r in reasons), reasons
+    assert any("reduce_window" in r for r in reasons), reasons
 
 
 def test_small_gemm_runs_inside_the_kernel_with_its_epilogue():

@@ -7,8 +7,8 @@
   ``ELEMENTWISE_LOWERING``) becomes that operation on its operands' values, size-1 operands
   read at index 0;
 * a primitive with a ``_lower_<name>`` method is expanded by it: index transforms (reshape,
-  squeeze, transpose, rev, broadcasts, slice: the operand read at another index; pad and
-  concatenate: predicated reads), and elementwise primitives that are several IR operations
+  squeeze, transpose, rev, broadcasts, slice and each output of split: the operand read at
+  another index; pad (interior padding too) and concatenate: predicated reads), and elementwise primitives that are several IR operations
   (integer_pow by square-and-multiply, clamp, select_n, round, conversions);
 * a value held in a buffer (a block input, a reduction's result, a row cache) is a load.
 
@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from codegen.kernel.index import Index, delinearize, linearize
+from codegen.kernel.indexing import IndexedReads
 from codegen.kernel.kernel_ir import Buffer, Expr, const
+from codegen.kernel.windows import dilated_position
 from dnnfusion_jax.frontend.ir import Node, Var
 from dnnfusion_jax.ops.registry import PRIMITIVES
 
@@ -71,7 +73,7 @@ def _broadcast_index(index: list[Index], operand: Var) -> list[Index]:
     return [Index() if extent == 1 else i for i, extent in zip(index, operand.shape)]
 
 
-class ExpressionLowering:
+class ExpressionLowering(IndexedReads):
     """The expression half of a block's lowering (``lowering._BlockLowering`` is the stage
     half and sets every attribute used here: the block's producers, storage, literals, rows,
     cached values and ``staged`` primitives, which are loaded from their stage's buffer)."""
@@ -122,8 +124,8 @@ class ExpressionLowering:
             return Expr("load", (), dtype, (buffer.name, self._buffer_index(var, buffer, index)))
         node = self.producer[var]
         rule = getattr(self, f"_lower_{node.op}", None)
-        if rule is not None:
-            return rule(node, index)
+        if rule is not None:  # a node of several outputs (split) is told which one
+            return rule(node, index) if len(node.outputs) == 1 else rule(node, index, var)
         return Expr(ELEMENTWISE_LOWERING[node.op], tuple(self._operands(node, index)), dtype)
 
     def _buffer_index(self, var: Var, buffer: Buffer, index: list[Index]) -> Index:
@@ -173,15 +175,31 @@ class ExpressionLowering:
         return self.value_at(node.inputs[0], inner)
 
     def _lower_pad(self, node: Node, index: list[Index]) -> Expr:
+        """A predicated read: with interior padding (the gradient of a strided slice or of
+        average pooling) the operand is dilated and ``dilated_position`` says which output
+        positions hold an element; negative low/high padding crops."""
         operand, padding = node.inputs
-        inner = [i + (-int(low)) for i, (low, _high, _interior)
-                 in zip(index, node.params["padding_config"])]
+        inner, checks = [], []
+        for i, size, (low, _high, interior) in zip(index, operand.shape,
+                                                    node.params["padding_config"]):
+            element, more = dilated_position(i + (-int(low)), size, int(interior) + 1)
+            inner.append(element)
+            checks += more
         value = self.value_at(operand, inner)
-        inside = self._inside(list(zip(inner, operand.shape)))
+        inside = self._all(checks)
         if inside is None:
             return value
         return Expr("select", (inside, value, self.value_at(padding, [])),
                     kernel_dtype(node.out))
+
+    def _lower_split(self, node: Node, index: list[Index], output: Var) -> Expr:
+        """Output ``output`` of a split: the operand read at that part's offset (a slice)."""
+        axis = node.params["axis"]
+        position = next(p for p, var in enumerate(node.outputs) if var is output)
+        start = sum(int(size) for size in node.params["sizes"][:position])
+        inner = list(index)
+        inner[axis] = index[axis] + start
+        return self.value_at(node.inputs[0], inner)
 
     def _lower_concatenate(self, node: Node, index: list[Index]) -> Expr:
         axis = node.params["dimension"]
@@ -209,14 +227,18 @@ class ExpressionLowering:
         for index, size in positions:
             low, high = index.bounds()
             if low < 0:
-                checks.append(self._compare("ge", index, 0))
+                checks.append(("ge", index, 0))
             if high >= size:
-                checks.append(self._compare("lt", index, size))
+                checks.append(("lt", index, size))
+        return self._all(checks)
+
+    def _all(self, checks: list[tuple[str, Index, int]]) -> Expr | None:
+        """That every ``(comparison, index, bound)`` holds (None when there are none)."""
         if not checks:
             return None
-        inside = checks[0]
+        inside = self._compare(*checks[0])
         for check in checks[1:]:
-            inside = Expr("and", (inside, check), "bool")
+            inside = Expr("and", (inside, self._compare(*check)), "bool")
         return inside
 
     def _compare(self, op: str, index: Index, bound: int) -> Expr:
@@ -275,7 +297,7 @@ class ExpressionLowering:
 
 
 
-EXPANDED = frozenset(name[len("_lower_"):] for name in vars(ExpressionLowering)
+EXPANDED = frozenset(name[len("_lower_"):] for name in dir(ExpressionLowering)
                      if name.startswith("_lower_"))
 """Primitives a ``_lower_<name>`` method expands (index transforms, multi-operation ones)."""
 

@@ -104,6 +104,8 @@ class Stage:
     at every point of the stage, into the row-local temporary ``temp[index]``, so that later
     stages of the same row load it instead of computing it again (softmax: the sum stage
     stores ``exp(x - max)``, the normalising stage loads it; one ``exp`` per element).
+    A store stage's ``caches`` may also be the block's other outputs of the stage's shape,
+    stored at the stage's own index: one pass computes all of them (``lowering``).
     """
 
     kind: str

@@ -40,10 +40,16 @@ from codegen.kernel.expressions import (DTYPES, ExpressionLowering, NotRowLocal,
                                         numpy_name)
 from codegen.kernel.hoist import hoist_invariants
 from codegen.kernel.index import Index, LoopVar, linearize
+from codegen.kernel.indexing import (INDEXED, indexing_reason, scatter_add_value,
+                                     scatter_count)
+from codegen.kernel.select_scatter import (SELECT_AND_SCATTER, SelectScatterStages,
+                                           select_scatter_reason)
 from codegen.kernel.kernel_ir import Buffer, Expr, LoopKernel, Stage, expr_nodes
 from codegen.kernel.reduce_order import MAX_CHUNKS, merge_contiguous_loops, split_reduction
 from codegen.kernel.row_cache import plan_row_caches
 from codegen.kernel.rows import row_candidates
+from codegen.kernel.window_stages import ARG_REDUCTIONS, WINDOWED, WindowStages, identity
+from codegen.kernel.windows import window_reason
 from dnnfusion_jax.frontend.ir import Node, Var
 from dnnfusion_jax.fusion.backend import UnsupportedBlock
 from dnnfusion_jax.fusion.plan import Block
@@ -53,8 +59,10 @@ REDUCTIONS = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min",
 """lax reduction primitive → combiner."""
 
 DOT = "dot_general"
+SCATTER_ADD = "scatter-add"
 
-STAGED = frozenset(REDUCTIONS) | {CONV, DOT}
+STAGED = (frozenset(REDUCTIONS) | frozenset(WINDOWED) | frozenset(ARG_REDUCTIONS)
+          | {CONV, DOT, SCATTER_ADD, SELECT_AND_SCATTER})
 """Primitives computed by a reduce stage of their own, into a buffer later stages load."""
 
 LOWERABLE = EXPRESSIONS | STAGED
@@ -78,12 +86,18 @@ def unsupported_reason(node: Node) -> str | None:
             return f"dtype {var.dtype} is not supported by the kernel lowering"
     if node.op == "reshape" and node.params.get("dimensions") is not None:
         return "reshape with dimensions"
-    if node.op == "pad" and any(interior for _, _, interior in node.params["padding_config"]):
-        return "pad with interior padding"
     if node.op == "round" and int(node.params.get("rounding_method", 0)) not in (0, 1):
         return "unknown rounding method"
     if node.op == CONV:
         return depthwise_reason(node)
+    if node.op in ARG_REDUCTIONS and len(node.params["axes"]) != 1:
+        return f"{node.op} over {len(node.params['axes'])} axes"
+    if node.op in WINDOWED:
+        return window_reason(node)
+    if node.op in INDEXED:
+        return indexing_reason(node)
+    if node.op == SELECT_AND_SCATTER:
+        return select_scatter_reason(node)
     return None
 
 
@@ -98,7 +112,7 @@ def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel"
         reason = unsupported_reason(node)
         if reason:
             raise UnsupportedBlock(reason)
-    for rows in row_candidates(block, REDUCTIONS, tile_transposes):
+    for rows in row_candidates(block, {*REDUCTIONS, *ARG_REDUCTIONS}, tile_transposes):
         try:
             return _BlockLowering(block, constants, name, rows).lower()
         except NotRowLocal:
@@ -106,7 +120,7 @@ def lower_block(block: Block, constants: Mapping[Var, Any], name: str = "kernel"
     raise AssertionError("lowering without rows cannot fail on row locality")
 
 
-class _BlockLowering(ExpressionLowering):
+class _BlockLowering(WindowStages, SelectScatterStages, ExpressionLowering):
     """Builds the stages of one block for one choice of rows (the values they compute come
     from ``ExpressionLowering``)."""
 
@@ -161,11 +175,23 @@ class _BlockLowering(ExpressionLowering):
                 self._reduce_stage(node)
             elif node.op == CONV:
                 self._depthwise_stage(node)
+            elif node.op in WINDOWED:
+                self._window_stage(node)
+            elif node.op in ARG_REDUCTIONS:
+                self._arg_stages(node)
             elif node.op == DOT:
                 self._dot_stage(node)
-        for var, buffer in zip(self.block.outputs, self.outputs):
-            if self.producer[var].op not in STAGED:
-                self._store_stage(var, buffer)
+            elif node.op == SCATTER_ADD:
+                self._scatter_add_stage(node)
+            elif node.op == SELECT_AND_SCATTER:
+                self._select_scatter_stages(node)
+        stored = [(var, buffer) for var, buffer in zip(self.block.outputs, self.outputs)
+                  if self.producer[var].op not in STAGED]
+        for group in _store_groups(stored, len(self.rows), self.producer):
+            if len(group) == 1:
+                self._store_stage(*group[0])
+            else:
+                self._joint_store_stage(group)
         # merged copies: the row-cache plan reads self.stages with the unmerged loops
         stages = [merge_contiguous_loops(s) if s.kind == "reduce" else s for s in self.stages]
         limit = MAX_ROW_TEMP_ELEMENTS if self.rows else MAX_PARTIAL_ELEMENTS
@@ -206,9 +232,32 @@ class _BlockLowering(ExpressionLowering):
                                      tuple(v for v in loops if v.extent > 1),
                                      caches=self._take_caches()))
 
+    def _joint_store_stage(self, group: list[tuple[Var, Buffer]]) -> None:
+        """Stores outputs of one shape in one pass: at every point the first is the stage's
+        value and the others are stored beside it (as caches are), so what they share is
+        computed once (a forward that saves ``tanh(x)`` for its backward next to the result
+        computed ``tanh`` once per output, and read the inputs once per output, before)."""
+        (first, buffer), *others = group
+        loops = self._loops(first.shape[len(self.rows):])
+        index = self._row_indices() + [Index.var(v) for v in loops]
+        values = [self.value_at(var, index) for var, _ in group]
+        target = linearize(index, first.shape)
+        extra = tuple((other.name, target, value)
+                      for (_, other), value in zip(others, values[1:]))
+        self.stages.append(Stage("store", buffer.name, target, values[0],
+                                 tuple(v for v in loops if v.extent > 1),
+                                 caches=self._take_caches() + extra))
+
     def _reduce_stage(self, node: Node) -> None:
-        operand, result = node.inputs[0], node.out
-        axes = sorted(node.params["axes"])
+        kept_loops, reduced, operand_index = self._reduction_loops(node.inputs[0],
+                                                                   node.params["axes"])
+        value = self.value_at(node.inputs[0], operand_index)
+        self._add_reduction(node.out, REDUCTIONS[node.op], value, kept_loops, reduced)
+
+    def _reduction_loops(self, operand: Var, axes) -> tuple[list[LoopVar], list[LoopVar],
+                                                             list[Index]]:
+        """Kept loops (past the rows), one loop per reduced axis, and the operand's index."""
+        axes = sorted(axes)
         kept_axes = [a for a in range(operand.ndim) if a not in axes]
         k = len(self.rows)
         kept_loops = self._loops(tuple(operand.shape[a] for a in kept_axes[k:]))
@@ -222,8 +271,7 @@ class _BlockLowering(ExpressionLowering):
             operand_index[axis] = index
         for axis, var in zip(axes, reduced):
             operand_index[axis] = Index.var(var)
-        value = self.value_at(operand, operand_index)
-        self._add_reduction(result, REDUCTIONS[node.op], value, kept_loops, reduced)
+        return kept_loops, reduced, operand_index
 
     def _depthwise_stage(self, node: Node) -> None:
         """A depthwise convolution (``depthwise.py``): for every output element, the sum over
@@ -269,26 +317,27 @@ class _BlockLowering(ExpressionLowering):
                 for v, i in ((lhs, lhs_index), (rhs, rhs_index)))
         self._add_reduction(result, "add", Expr("mul", (x, y), dtype), kept_loops, contracted)
 
+    def _scatter_add_stage(self, node: Node) -> None:
+        """A scatter-add (``indexing.py``): per output element, the operand plus the updates
+        that land on it, summed from -0.0 so that an element no update reaches is the operand
+        exactly (its sign of zero included)."""
+        kept_loops = self._loops(node.out.shape[len(self.rows):])
+        out_index = self._row_indices() + [Index.var(v) for v in kept_loops]
+        loop = LoopVar(f"u{self._loop_count}", scatter_count(node) + 1)
+        value = scatter_add_value(self, node, out_index, loop)
+        self._add_reduction(node.out, "add", value, kept_loops, [loop], init=-0.0)
+
     def _add_reduction(self, result: Var, combiner: str, value: Expr,
-                       kept_loops: list[LoopVar], reduced: list[LoopVar]) -> None:
-        """The stages that reduce ``value`` over ``reduced`` into ``result``'s storage."""
-        k = len(self.rows)
-        kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
-        if result in self.storage:  # a block output: reduce straight into it
-            buffer, target = self.storage[result], linearize(kept_index, result.shape)
-        else:
-            local_shape = result.shape[k:]
-            if int(np.prod(local_shape)) > MAX_ROW_TEMP_ELEMENTS and self.rows:
-                raise NotRowLocal()
-            shape = local_shape if self.rows else result.shape
-            buffer = Buffer(f"t{len(self.temps)}", shape, kernel_dtype(result), "temp")
-            self.temps.append(buffer)
-            self.storage[result] = buffer
-            target = linearize(kept_index[k:] if self.rows else kept_index, shape)
+                       kept_loops: list[LoopVar], reduced: list[LoopVar],
+                       init: Any = None) -> None:
+        """The stages that reduce ``value`` over ``reduced`` into ``result``'s storage
+        (from ``init``, by default the combiner's identity)."""
+        buffer, target = self._result_storage(result, kept_loops)
         stage = Stage("reduce", buffer.name, target, value,
                       tuple(v for v in kept_loops if v.extent > 1),
                       tuple(v for v in reduced if v.extent > 1), combiner,
-                      _identity(combiner, kernel_dtype(result)), self._take_caches())
+                      identity(combiner, kernel_dtype(result)) if init is None else init,
+                      self._take_caches())
         memory = {b.name for b in (*self.inputs, *self.outputs)}
         if self.rows:
             chunks, limit = 1, MAX_ROW_TEMP_ELEMENTS
@@ -296,6 +345,22 @@ class _BlockLowering(ExpressionLowering):
             chunks, limit = MAX_CHUNKS, MAX_PARTIAL_ELEMENTS
         self.stages.extend(split_reduction(stage, memory, self._partial_temp(result),
                                            chunks, limit))
+
+    def _result_storage(self, result: Var, kept_loops: list[LoopVar]) -> tuple[Buffer, Index]:
+        """Where a stage over ``kept_loops`` (past the rows) writes ``result``: the block
+        output, or a new temporary (one row of it inside the rows loop)."""
+        k = len(self.rows)
+        kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
+        if result in self.storage:  # a block output: reduce straight into it
+            return self.storage[result], linearize(kept_index, result.shape)
+        local_shape = result.shape[k:]
+        if int(np.prod(local_shape)) > MAX_ROW_TEMP_ELEMENTS and self.rows:
+            raise NotRowLocal()
+        shape = local_shape if self.rows else result.shape
+        buffer = Buffer(f"t{len(self.temps)}", shape, kernel_dtype(result), "temp")
+        self.temps.append(buffer)
+        self.storage[result] = buffer
+        return buffer, linearize(kept_index[k:] if self.rows else kept_index, shape)
 
     def _partial_temp(self, result: Var):
         return lambda shape: self._new_temp(shape, kernel_dtype(result))
@@ -310,12 +375,13 @@ class _BlockLowering(ExpressionLowering):
         return caches
 
 
-def _identity(combiner: str, dtype: str) -> Any:
-    floating = dtype.startswith("f")
-    if combiner == "add" or combiner == "or":
-        return 0
-    if combiner in ("mul", "and"):
-        return 1
-    if combiner == "max":
-        return -np.inf if floating else "min"
-    return np.inf if floating else "max"
+def _store_groups(stored: list[tuple[Var, Buffer]], rows: int,
+                  producer: Mapping[Var, Node]) -> list[list[tuple[Var, Buffer]]]:
+    """The stored outputs grouped by shape, in order; a stored concatenate (a joined loop per
+    operand) keeps a stage of its own."""
+    groups: dict[Any, list[tuple[Var, Buffer]]] = {}
+    for var, buffer in stored:
+        node = producer[var]
+        joined = node.op == "concatenate" and node.params["dimension"] >= rows
+        groups.setdefault(var if joined else var.shape, []).append((var, buffer))
+    return list(groups.values())

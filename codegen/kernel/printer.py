@@ -102,6 +102,8 @@ class ExprWalker:
                 code = self.index(expr)
             elif expr.op == "convert":
                 code = self.convert(expr, operands[0])
+            elif expr.op == "gather":
+                code = self.gather(expr, operands[0])
             else:
                 code = self.operation(expr, operands)
             names[expr] = self.bind(expr, code, operands, position)
@@ -123,6 +125,10 @@ class ExprWalker:
     def convert(self, expr: Expr, operand: str) -> str:
         """A ``convert`` node: ``operand`` as ``expr.dtype``."""
         return f"convert({operand})"
+
+    def gather(self, expr: Expr, position: str) -> str:
+        """A ``gather`` node: its buffer at the flat element ``position`` (an i64 value)."""
+        return f"{expr.attrs[0]}[{position}]"
 
     def operation(self, expr: Expr, operands: list[str]) -> str:
         """Any other node: a kernel IR operation of ``operands``."""

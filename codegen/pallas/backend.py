@@ -46,6 +46,7 @@ from jax.experimental.pallas import triton as plgpu
 
 from dnnfusion_jax.fusion.backend import UnsupportedBlock
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
+from codegen.kernel.indexing import INDEXED
 from codegen.kernel.kernel_ir import LoopKernel
 from codegen.kernel.lowering import lower_block
 from dnnfusion_jax.fusion.plan import Block
@@ -171,6 +172,13 @@ class PallasBackend(KernelBackend):
         """The GPU's kind, the key of its measurements; None interpreted (this CPU's)."""
         return None if self.interpret else self.device[0]
 
+    def fusible(self, node: Node) -> str | None:
+        """As every kernel backend, and indexed reads stay with XLA: the Pallas renderer
+        maps loads to blocks of the grid, and a gather's positions are runtime values."""
+        if node.op in INDEXED:
+            return f"{node.op}: indexed reads run in XLA on this backend (no GPU gather yet)"
+        return super().fusible(node)
+
     def gemm_fits(self, node: Node) -> bool:
         """Whether this dot_general's panel fits a program's tile."""
         return gemm_fits(node, self.tile_for())
@@ -186,6 +194,8 @@ class PallasBackend(KernelBackend):
         return self.tile or (None if self.interpret else self.device[1].tile_elements)
 
     def render_block(self, block: Block, constants: Mapping[Var, Any]) -> tuple[str, LoopKernel]:
+        if any(node.op in INDEXED for node in block.nodes):
+            raise UnsupportedBlock("indexed reads run in XLA on this backend (no GPU gather yet)")
         loop_kernel = lower_block(block, constants, name=kernel_name(block))
         device_kind, tile = self.device[0], self.tile_for()
         try:

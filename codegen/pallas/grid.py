@@ -47,7 +47,9 @@ class GridShape:
 def grid_shape(kernel: LoopKernel) -> GridShape:
     """How ``kernel``'s iteration space splits among programs (see the module docstring)."""
     stages = kernel.stages
-    if len(stages) == 1 and stages[0].kind == "store" and not stages[0].caches:
+    # one store stage, its other outputs (if any) stored beside it at the same index
+    if len(stages) == 1 and stages[0].kind == "store" and all(
+            index == stages[0].index for _, index, _ in stages[0].caches):
         walked = (*kernel.rows, *stages[0].loops)
         return GridShape(walked, math.prod(v.extent for v in walked), 1, False)
     elements = max(_stage_elements(stage, kernel.rows) for stage in stages)

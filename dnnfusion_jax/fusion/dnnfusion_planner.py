@@ -13,7 +13,9 @@ Growth towards predecessors (step 3) is what parameter adapters and sibling merg
 broadcast or reshape of a weight waits until its consumer has a block and then joins that
 block in front of it (an adapter shared by several consumers is first copied per consumer,
 because inside a kernel it is only an index transform). Nodes the backend cannot fuse (a GEMM
-for the C backend) and Opaque nodes get blocks of their own.
+for the C backend) and Opaque nodes get blocks of their own. Layouts XLA folds into such a
+GEMM or convolution (a transpose it reads, a block of only reshapes and transposes next to it)
+go to that block, to XLA, rather than into a copy kernel (``Legality.folds_into``).
 
 Seed order. The paper seeds from the unfused One-to-One operator with the smallest
 intermediate result and grows from there; we keep the topological sweep, because with sibling
@@ -48,7 +50,7 @@ from collections.abc import Callable
 from dnnfusion_jax.fusion.fusion_table import Verdict
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.fusion.legality import Constraints, Legality
-from dnnfusion_jax.ops.mapping_types import MappingType, edge_mapping_type, node_mapping_type
+from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 from dnnfusion_jax.fusion.plan import BlockBuilder, FusionPlan
 from dnnfusion_jax.fusion.profitability import CostModel, Profitability
 
@@ -85,9 +87,10 @@ class DnnFusionPlanner:
                 continue
             adapters = [producer[v] for v in node.inputs
                         if v in producer and producer[v] in waiting]
-            node_type = node_mapping_type(node)
+            node_type = legality.node_type(node)
             alone = legality.must_stay_alone(node)
-            target = None if alone else self._choose_block(
+            apart = alone or legality.feeds_alone_absorber(node)  # XLA folds it in a GEMM
+            target = None if apart else self._choose_block(
                 builder, legality, profit, node, node_type, decisions, closed)
             block = self._place(builder, node, node_type, target, adapters)
             waiting.difference_update(adapters)
@@ -96,10 +99,35 @@ class DnnFusionPlanner:
         for adapter in graph.nodes:  # adapters nobody consumed (outputs of dead code)
             if adapter in waiting:
                 builder.new_block(adapter, node_mapping_type(adapter))
+        decisions["layout_to_xla"] = self._fold_layouts(builder, legality, closed)
         plan = builder.finish(self.name)
         plan.notes.update({k: str(v) for k, v in decisions.items()})
         plan.notes.update({f"alone: {n.op}": why for n, why in legality.alone_reasons.items()})
         return plan
+
+    @staticmethod
+    def _fold_layouts(builder: BlockBuilder, legality: Legality, closed: set[int]) -> int:
+        """Moves each block of only layout operations into the GEMM or convolution block that
+        stays alone next to it (``Legality.folds_into``): into the one that alone consumes
+        its results (an operand layout), else the one that alone produces its inputs (a
+        result layout). With one neighbour on that side the merge cannot close a cycle.
+        Returns how many blocks moved."""
+        consumers = builder.graph.consumers()
+        moved = 0
+        for block, members in enumerate(builder.members):
+            if not members or block in closed:
+                continue
+            inside = {out for n in members for out in n.outputs}
+            succs = {builder.block_of[user] for out in inside
+                     for user in consumers.get(out, ())} - {block}
+            preds = {b for n in members for b in builder.producer_blocks(n)} - {block}
+            for side in (succs, preds):
+                if len(side) == 1 and (target := next(iter(side))) in closed \
+                        and legality.folds_into(members, builder.members[target]):
+                    builder.merge(target, block, builder.types[target])
+                    moved += 1
+                    break
+        return moved
 
     @staticmethod
     def _place(builder: BlockBuilder, node: Node, node_type: MappingType,
@@ -138,7 +166,7 @@ class DnnFusionPlanner:
             if block in closed or not builder.can_join(block, node):
                 continue
             values = builder.values_from(block, node)
-            read_type = max(edge_mapping_type(node, v) for v in values)
+            read_type = max(legality.edge_type(node, v) for v in values)
             candidates.append((block, read_type))
         target = None
         for k, (block, read_type) in enumerate(candidates):

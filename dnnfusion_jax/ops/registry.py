@@ -215,6 +215,10 @@ _ROWS = (
       fft""".split()),
 )
 
+INDEXED_OPERAND = {"gather": 0, "dynamic_slice": 0, "dynamic_update_slice": 1}
+"""Primitive → the operand it reads at positions that are runtime values (a label, a token,
+an offset): a kernel reads it from memory, so its producer never joins the reader's block."""
+
 PRIMITIVES: dict[str, Primitive] = {row.name: row for row in _ROWS}
 """Primitive name → its row; a primitive without one is opaque.
 

@@ -14,7 +14,8 @@ Analyses (filled by the ``ANALYSIS`` ruleset and by the translation):
     ``moderate(t)``: t is a positive value in [1e-18, 1e18] (products of two cannot leave the
     f32 normal range);
   * parameter facts the translation computes in Python: ``inverse_perm(p, q)``,
-    ``compose_perm(p, q)``, ``conv_channel(key, chan_shape, kernel_shape)``.
+    ``compose_perm(p, q)``, ``conv_channel(key, chan_shape, kernel_shape)``,
+    ``dot_swap(dims, lhs_rank, rhs_rank, perm, swapped)`` (see ``swap_dot``).
 
 Example:
     >>> from egglog import EGraph, Vec, i64, set_
@@ -96,6 +97,7 @@ moderate = relation("moderate", Term)
 inverse_perm = relation("inverse_perm", Vec[i64], Vec[i64])
 conv_channel = relation("conv_channel", String, Vec[i64], Vec[i64])
 complement_axes = relation("complement_axes", Vec[i64], Vec[i64])
+dot_swap = relation("dot_swap", String, i64, i64, Vec[i64], String)
 
 ANALYSIS = ruleset(name="analysis")
 FINITE_MATH = ruleset(name="finite_math")
@@ -185,6 +187,31 @@ BATCHED_MATMUL_DIMS = "(((2,), (1,)), ((0,), (0,)))"
 """dot_general dimension numbers of a batched matmul of 3-D operands."""
 
 
+def swap_dot(dims: str, lhs_rank: int, rhs_rank: int) -> tuple[tuple[int, ...], str]:
+    """``(perm, swapped)``: ``transpose(dot(a, b, dims), perm)`` is ``dot(b, a, swapped)``.
+
+    dot_general lays its result out as batch, then lhs free, then rhs free dimensions;
+    swapping the operands (and their dimension numbers) gives batch, rhs free, lhs free,
+    which is the original under the one permutation that moves the rhs free dimensions in
+    front of the lhs ones and keeps the batch dimensions leading.
+
+    Example (``jax.vmap(lambda v: W @ v)``: ``dot(W, X)^T`` is ``dot(X, W)``):
+        >>> swap_dot("(((1,), (1,)), ((), ()))", 2, 2)
+        ((1, 0), '(((1,), (1,)), ((), ()))')
+        >>> swap_dot(BATCHED_MATMUL_DIMS, 3, 3)
+        ((0, 2, 1), '(((1,), (2,)), ((0,), (0,)))')
+    """
+    import ast
+    (lc, rc), (lb, rb) = ast.literal_eval(dims)
+    batch = len(lb)
+    lhs_free = lhs_rank - batch - len(lc)
+    rhs_free = rhs_rank - batch - len(rc)
+    perm = (*range(batch), *range(batch + lhs_free, batch + lhs_free + rhs_free),
+            *range(batch, batch + lhs_free))
+    swapped = ((tuple(rc), tuple(lc)), (tuple(rb), tuple(lb)))
+    return tuple(int(i) for i in perm), repr(swapped)
+
+
 def _registry_term(row, *operands) -> Term:
     """The term of a registry row with a ``un``, ``bin`` or ``reduce`` term kind."""
     if row.term == "un":
@@ -241,5 +268,5 @@ FINITE_MATH.register(rule(eq(_r).to(Term.un(_o, _a))).then(finite(_r)),
                      rule(shape(_r) == _sa).then(finite(_r)))
 
 __all__ = ["Term", "Args", "int_vec", "shape", "dtype", "nonneg", "finite", "moderate", "inverse_perm",
-           "compose_perm", "conv_channel", "complement_axes", "ANALYSIS", "FINITE_MATH", "MATMUL_DIMS",
+           "compose_perm", "dot_swap", "swap_dot", "conv_channel", "complement_axes", "ANALYSIS", "FINITE_MATH", "MATMUL_DIMS",
            "BATCHED_MATMUL_DIMS", "Unit"]

@@ -33,8 +33,8 @@ import numpy as np
 from jax import lax
 
 from dnnfusion_jax.rewrite.egraph_extract import Decoded, ENode
-from dnnfusion_jax.rewrite.egraph_terms import (Args, Term, complement_axes, compose_perm, conv_channel, dtype,
-                           inverse_perm, shape)
+from dnnfusion_jax.rewrite.egraph_terms import (Args, Term, complement_axes, compose_perm, conv_channel,
+                           dot_swap, dtype, inverse_perm, shape, swap_dot)
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.registry import lookup, names
 from dnnfusion_jax.rewrite.rules_api import conv_channel_shapes, conv_key, parse_dims
@@ -196,6 +196,12 @@ class Translation:
             elif node.op == "conv_general_dilated" and node.params.get("batch_group_count", 1) == 1:
                 chan, kshape = conv_channel_shapes(node.params, node.out.shape)
                 facts.append(conv_channel(conv_key(node.params), _vec(chan), _vec(kshape)))
+            elif node.op == "dot_general":
+                key = dims_key(node.params["dimension_numbers"])
+                ranks = (node.inputs[0].ndim, node.inputs[1].ndim)
+                perm, swapped = swap_dot(key, *ranks)
+                if perm != tuple(range(len(perm))):
+                    facts.append(dot_swap(key, *ranks, _vec(perm), swapped))
         for p in perms:
             facts.append(inverse_perm(_vec(p), _vec(np.argsort(p))))
         ordered = sorted(perms)[:MAX_PERMS_COMPOSED]

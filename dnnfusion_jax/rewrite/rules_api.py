@@ -10,7 +10,8 @@ A guard is a tuple of conditions, each compiled to egglog facts and checked on s
 of the whole left side), ``Broadcasts(v)`` (it has not), ``ShapeIs(v, p)``, ``Rank(v, k)``,
 ``Nonneg(v)``, ``Moderate(v)``, ``NonzeroConst(c)``, ``InversePerm(p, q)``,
 ``ComposePerm(p, q, r)``, ``ComplementAxes(dims, axes)``, ``ScaleRows(s, q)``,
-``ScaleCols(s, k)``, ``ConvChannel(key, s, k)``. ``C("c")`` is a scalar constant whose value
+``ScaleCols(s, k)``, ``ConvChannel(key, s, k)``, ``DotSwap(dims, a, b, perm, swapped)``.
+``C("c")`` is a scalar constant whose value
 is a variable and ``fold(op, c, d)`` (right side only) computes a constant.
 ``finite=(v, ...)`` names operands that must not hold ±inf (DNNFusion's distributive laws
 turn ``inf*0 + inf*1 = NaN`` into ``inf*1 = inf``); those rules fire only where the analysis
@@ -34,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dnnfusion_jax.rewrite.egraph_terms import Term, dtype, int_vec
+from dnnfusion_jax.rewrite.egraph_terms import Term, dtype, int_vec, swap_dot  # noqa: F401
 # The rule language is one import away for rule authors: terms and guards are re-exported.
-from dnnfusion_jax.rewrite.rules_guards import (Broadcasts, ComplementAxes, ComposePerm, ConvChannel, Finite,  # noqa: F401
-                           Guard, InversePerm, KeepsShape, Moderate, Nonneg, NonzeroConst, Rank,
+from dnnfusion_jax.rewrite.rules_guards import (Broadcasts, ComplementAxes, ComposePerm, ConvChannel, DotSwap,  # noqa: F401
+                           Finite, Guard, InversePerm, KeepsShape, Moderate, Nonneg, NonzeroConst, Rank,
                            SameRank, SameShape, ScaleCols, ScaleRows, Scalar, ShapeIs,
                            conv_channel_shapes)
 from dnnfusion_jax.rewrite.rules_terms import (BATCHED, BINARY_OPS, BUILDERS, CONV_KEYS, MATMUL,  # noqa: F401
@@ -56,7 +57,8 @@ __all__ = [
     # guards
     "Guard", "Scalar", "SameShape", "SameRank", "KeepsShape", "Broadcasts", "ShapeIs", "Rank",
     "Nonneg", "Moderate", "Finite", "NonzeroConst", "InversePerm", "ComposePerm",
-    "ComplementAxes", "ScaleRows", "ScaleCols", "ConvChannel", "conv_channel_shapes",
+    "ComplementAxes", "ScaleRows", "ScaleCols", "ConvChannel", "DotSwap", "conv_channel_shapes",
+    "swap_dot",
     # terms: variables, constants, operations (the registry's builders too), their meaning
     "V", "P", "C", "Pat", "scalar", "fold", "unary", "binary", "recip", "ipow", "dot", "matmul",
     "conv", "conv_key", "CONV_KEYS", "transpose", "reshape", "broadcast", "reduce",

@@ -5,7 +5,7 @@ sampled values (for ``rules check``).
 the whole left side), ``Broadcasts(v)`` (it has not), ``ShapeIs(v, p)``, ``Rank(v, k)``,
 ``Nonneg(v)``, ``Moderate(v)``, ``Finite(v)``, ``NonzeroConst(c)``, ``InversePerm(p, q)``,
 ``ComposePerm(p, q, r)``, ``ComplementAxes(dims, axes)``, ``ScaleRows(s, q)``,
-``ScaleCols(s, k)``, ``ConvChannel(key, s, k)``.
+``ScaleCols(s, k)``, ``ConvChannel(key, s, k)``, ``DotSwap(dims, a, b, perm, swapped)``.
 
 Example:
     >>> import numpy as np
@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from dnnfusion_jax.rewrite.egraph_terms import (complement_axes, compose_perm, conv_channel,
-                                               finite, inverse_perm, int_vec, moderate, nonneg,
-                                               shape)
+                                               dot_swap, finite, inverse_perm, int_vec, moderate,
+                                               nonneg, shape, swap_dot)
 from dnnfusion_jax.rewrite.rules_terms import CONV_KEYS, P, Pat
 
 class Compiler(Protocol):
@@ -223,6 +223,27 @@ class ConvChannel(Guard):
     def holds(self, env, params, root_shape):
         chan, kshape = conv_channel_shapes(CONV_KEYS[params[self.key.name]], root_shape)
         return np.shape(env[self.s.op]) == chan and tuple(params[self.kshape.name]) == kshape
+
+
+@dataclass(frozen=True)
+class DotSwap(Guard):
+    """``transpose(dot(a, b, dims), perm)`` is ``dot(b, a, swapped)``: ``perm`` moves the rhs
+    free dimensions in front of the lhs ones, batch dimensions leading (``swap_dot``)."""
+    dims: P
+    a: Pat
+    b: Pat
+    perm: P
+    swapped: P
+    def facts(self, c):
+        sa, sb = c.fresh_vec(), c.fresh_vec()
+        return [shape(c.term(self.a)) == sa, shape(c.term(self.b)) == sb,
+                dot_swap(c.param(self.dims), sa.length(), sb.length(), c.param(self.perm),
+                         c.param(self.swapped))]
+    def holds(self, env, params, root_shape):
+        perm, swapped = swap_dot(params[self.dims.name], np.ndim(env[self.a.op]),
+                                 np.ndim(env[self.b.op]))
+        return (perm == tuple(params[self.perm.name]) and swapped == params[self.swapped.name]
+                and perm != tuple(range(len(perm))))
 
 
 def conv_channel_shapes(params: dict, out_shape: Sequence[int]) -> tuple[tuple, tuple]:
