@@ -35,7 +35,7 @@ from codegen.c.render import render_c
 from codegen.compile_cache import build_shared_library
 from codegen.c.ffi_runtime import call_kernel, kernel_id_for, load_kernel
 from codegen.kernel.kernel_backend import KernelBackend, KernelCall
-from codegen.kernel.kernel_blocks import C_GEMM_FLOPS
+from codegen.kernel.kernel_blocks import c_takes_gemm
 from codegen.kernel.kernel_ir import LoopKernel
 
 HOST_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
@@ -62,7 +62,7 @@ def c_kernel_source(block: Block,
 class CBackend(KernelBackend):
     """Compiles blocks to C kernels; ``cache_dir`` overrides the compile cache location,
     ``compiler`` (a name or a command) the host's C compiler (``host_compiler``).
-    ``gemm_choice`` None: GEMMs up to ``C_GEMM_FLOPS`` run in C kernels."""
+    ``gemm_choice`` None: narrow GEMMs up to ``C_GEMM_FLOPS`` run in C kernels."""
 
     name = "c"
 
@@ -75,8 +75,8 @@ class CBackend(KernelBackend):
 
     @staticmethod
     def unmeasured_gemm_choice(node: Node) -> bool:
-        """GEMMs up to ``C_GEMM_FLOPS`` are worth a C kernel."""
-        return node_flops(node) <= C_GEMM_FLOPS
+        """Narrow GEMMs up to ``C_GEMM_FLOPS`` are worth a C kernel (``c_takes_gemm``)."""
+        return c_takes_gemm(node, node_flops(node))
 
     def render_block(self, block: Block, constants: Mapping[Var, Any]) -> tuple[str, LoopKernel]:
         _, source, loop_kernel = c_kernel_source(block, constants)

@@ -5,7 +5,7 @@ Left to XLA: GEMMs and dense or grouped convolutions (``XLA_PREFERRED``: XLA's a
 we fuse around them), a block of reshapes alone (a free bitcast in XLA), and what the lowering
 cannot express (``lowering.unsupported_reason``). Depthwise convolutions are ours
 (``codegen/kernel/depthwise.py``). A backend may take a GEMM into its kernel through a
-``GemmPolicy``: C takes those up to ``C_GEMM_FLOPS``, Pallas those up to its device kind's
+``GemmPolicy``: C takes narrow ones up to ``C_GEMM_FLOPS``, Pallas those up to its device kind's
 limit (``pallas_tuning``); with ``profile=True`` either takes those it timed no slower than
 XLA's GEMM (``codegen/kernel/gemm_profitability.py``).
 
@@ -22,6 +22,8 @@ Example:
     dnnfusion_jax.fusion.backend.UnsupportedBlock: dot_general: XLA's GEMM is faster than a generated loop nest
 """
 from __future__ import annotations
+
+import math
 
 from codegen.kernel.depthwise import depthwise_reason
 from dnnfusion_jax.fusion.backend import GemmPolicy, UnsupportedBlock
@@ -40,10 +42,39 @@ LAYOUT_ONLY = frozenset({"reshape", "squeeze", "expand_dims", "copy"})
 
 
 C_GEMM_FLOPS = 1 << 20
-"""GEMMs up to this many FLOPs run inside C kernels, with what is fused around them; larger ones
-stay with XLA's GEMM. Measured on the 2-core EPYC (2026-11-21): EfficientNet-B0, whose
-squeeze-excite GEMMs are 0.01-0.1 MFLOP, went from 12.2 ms to 11.2-11.7 ms (limits of 0.25, 1
-and 4 MFLOP alike)."""
+"""GEMMs up to this many FLOPs run inside C kernels, with what is fused around them, when they
+are narrow (``C_GEMM_NARROW``); others stay with XLA's GEMM. Measured on the 2-core EPYC
+(2026-11-21): EfficientNet-B0, whose squeeze-excite GEMMs are 0.01-0.1 MFLOP matrix-vector
+products, went from 12.2 ms to 11.2-11.7 ms (limits of 0.25, 1 and 4 MFLOP alike)."""
+
+C_GEMM_NARROW = 8
+"""The narrower side (rows of the result per batch element, or its columns) of a GEMM that C
+takes. A generated loop nest keeps up with XLA on a matrix-vector product, not on a square
+one: in a whole training step (2-core EPYC, 2026-12-04) a Haiku transformer's 64-wide GEMMs
+and their transposed-operand gradients ran at 0.83-0.87 ms with every GEMM up to 1 MFLOP in C
+kernels, 0.30 ms with all of them in XLA (jax.jit: 0.36-0.37 ms), although each such block,
+timed alone, was no slower in C."""
+
+
+def gemm_sides(node: Node) -> tuple[int, int]:
+    """Rows and columns of a dot_general's result per batch element (lhs and rhs free sizes).
+
+    >>> import jax.numpy as jnp
+    >>> from dnnfusion_jax.frontend.trace import trace_function
+    >>> g = trace_function(lambda a, b: a @ b, [jnp.ones((1, 64)), jnp.ones((64, 16))]).graph
+    >>> gemm_sides(g.nodes[0])
+    (1, 16)
+    """
+    lhs, rhs = node.inputs
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = node.params["dimension_numbers"]
+    free = lambda var, skip: math.prod(n for d, n in enumerate(var.shape)  # noqa: E731
+                                       if d not in skip)
+    return (free(lhs, (*lhs_contract, *lhs_batch)), free(rhs, (*rhs_contract, *rhs_batch)))
+
+
+def c_takes_gemm(node: Node, flops: int) -> bool:
+    """C's GEMM policy without measurements: small and narrow (matrix-vector-like)."""
+    return flops <= C_GEMM_FLOPS and min(gemm_sides(node)) <= C_GEMM_NARROW
 
 
 def xla_preferred(node: Node, gemm_in_kernel: GemmPolicy | None = None) -> str | None:
