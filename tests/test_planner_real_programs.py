@@ -7,6 +7,8 @@ each test states the blocks, then checks the numbers against jax.jit (rtol = ato
 * B: an elementwise op that broadcasts only a parameter (a per-column scale) is One-to-One
   and fuses into the reduction after it: scaled softmax, layer norm, RMS norm are one kernel.
 * C: layout operations next to a GEMM left to XLA go to XLA with it (no copy kernel).
+* D: independent small elementwise blocks (an optimizer's per-parameter updates) share one
+  kernel (``fusion/horizontal.py``); large ones and dependent ones do not.
 """
 import jax
 import jax.numpy as jnp
@@ -188,3 +190,44 @@ def test_bert_has_no_layout_only_kernel():
     ref_seq, ref_pooled = jax.jit(fn)(*args)
     np.testing.assert_allclose(np.asarray(seq), np.asarray(ref_seq), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(pooled), np.asarray(ref_pooled), rtol=1e-5, atol=1e-5)
+
+
+# D: horizontal fusion ----------------------------------------------------------------------
+
+def _adam_like(params, grads, moments):
+    new_moments = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, moments, grads)
+    new_params = jax.tree_util.tree_map(lambda p, m: p - 1e-3 * m / (jnp.abs(m) + 1e-8),
+                                        params, new_moments)
+    return new_params, new_moments
+
+
+def test_independent_small_updates_share_a_kernel():
+    shapes = [(64, 64), (64,), (16, 64), (64,), (8,)]
+    params = [rand(*s) for s in shapes]
+    grads = [rand(*s) for s in shapes]
+    moments = [rand(*s) for s in shapes]
+    plan = plan_of(_adam_like, params, grads, moments)
+    assert len(plan.blocks) == 1, [b.ops for b in plan.blocks]
+    ours = dnnfusion.jit(_adam_like)(params, grads, moments)
+    for a, b in zip(jax.tree_util.tree_leaves(ours),
+                    jax.tree_util.tree_leaves(jax.jit(_adam_like)(params, grads, moments))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_large_updates_keep_their_own_kernels():
+    shapes = [(256, 256), (256, 128)]
+    args = [[rand(*s) for s in shapes] for _ in range(3)]
+    assert len(plan_of(_adam_like, *args).blocks) == 2
+
+
+def test_blocks_on_either_side_of_a_gemm_stay_apart():
+    """tanh(x) feeds a GEMM that XLA runs and exp(y) reads its result: one kernel holding
+    both would have to run before and after the GEMM."""
+    def fn(x, w):
+        return jnp.exp(jnp.tanh(x) @ w), jnp.sin(x)
+    x, w = rand(32, 64), rand(64, 64)
+    plan = plan_of(fn, x, w)
+    assert len(plan.blocks) == 3, [b.ops for b in plan.blocks]  # sin joins tanh's kernel
+    ours, ref = dnnfusion.jit(fn)(x, w), jax.jit(fn)(x, w)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

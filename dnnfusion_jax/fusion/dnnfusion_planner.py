@@ -15,7 +15,9 @@ block in front of it (an adapter shared by several consumers is first copied per
 because inside a kernel it is only an index transform). Nodes the backend cannot fuse (a GEMM
 for the C backend) and Opaque nodes get blocks of their own. Layouts XLA folds into such a
 GEMM or convolution (a transpose it reads, a block of only reshapes and transposes next to it)
-go to that block, to XLA, rather than into a copy kernel (``Legality.folds_into``).
+go to that block, to XLA, rather than into a copy kernel (``Legality.folds_into``). Last,
+independent small elementwise blocks share a kernel (``horizontal.py``: an optimizer's
+per-parameter updates).
 
 Seed order. The paper seeds from the unfused One-to-One operator with the smallest
 intermediate result and grows from there; we keep the topological sweep, because with sibling
@@ -49,6 +51,7 @@ from collections.abc import Callable
 
 from dnnfusion_jax.fusion.fusion_table import Verdict
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
+from dnnfusion_jax.fusion.horizontal import merge_independent
 from dnnfusion_jax.fusion.legality import Constraints, Legality
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 from dnnfusion_jax.fusion.plan import BlockBuilder, FusionPlan
@@ -100,6 +103,8 @@ class DnnFusionPlanner:
             if adapter in waiting:
                 builder.new_block(adapter, node_mapping_type(adapter))
         decisions["layout_to_xla"] = self._fold_layouts(builder, legality, closed)
+        decisions["horizontal"] = merge_independent(builder, legality, closed,
+                                                    self.constraints)
         plan = builder.finish(self.name)
         plan.notes.update({k: str(v) for k, v in decisions.items()})
         plan.notes.update({f"alone: {n.op}": why for n, why in legality.alone_reasons.items()})
