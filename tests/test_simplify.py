@@ -59,3 +59,18 @@ def test_weak_type_changes_are_not_identities():
     traced = trace_function(fn, (3.0,))  # weak-typed f32 input
     graph, fired = simplify(traced.graph)
     assert "convert_element_type" in [n.op for n in graph.nodes] and not fired
+
+
+def test_broadcast_of_broadcast_is_one_broadcast():
+    def fn(x, v):
+        row = lax.broadcast_in_dim(v, (1, 4), (1,))
+        return x + lax.broadcast_in_dim(row, (2, 3, 4), (1, 2))
+    ops, fired = run_simplify(fn, X, jnp.arange(4.0))
+    assert ops == ["broadcast_in_dim", "add"] and fired == {"broadcast-broadcast": 1}
+
+
+def test_a_converted_scalar_constant_is_a_constant():
+    """jnp.var's ``where(n > 0, var, nan)``: the nan is converted, then broadcast; folded, the
+    broadcast reads a constant and joins its consumer's kernel as a parameter adapter."""
+    ops, fired = run_simplify(lambda x: jnp.var(x, axis=-1), X)
+    assert "convert_element_type" not in ops and fired.get("convert-constant") == 2  # ddof, nan

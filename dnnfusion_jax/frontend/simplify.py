@@ -12,6 +12,9 @@ Rules (law, then name):
   * ``transpose(x, identity) → x``                          transpose-identity
   * ``reshape(reshape(x)) → reshape(x)``                    reshape-reshape
   * ``transpose(transpose(x, p), q) → transpose(x, p∘q)``   transpose-transpose
+  * ``broadcast_in_dim(broadcast_in_dim(x)) → broadcast_in_dim(x)``  broadcast-broadcast
+  * ``convert_element_type(c)`` of a scalar constant to a float type → the converted
+    constant (numpy's conversion, rounding to nearest even as XLA's)  convert-constant
   * two nodes with equal primitive, inputs and params → one  cse
   * nodes whose results are unused and have no effects go   (dead code, not counted)
 
@@ -43,10 +46,16 @@ def simplify(graph: Graph) -> tuple[Graph, Counter]:
     seen: dict[Any, Node] = {}
     kept: list[Node] = []
 
+    constants = dict(graph.constants)
     for node in graph.nodes:
         inputs = tuple(subst.get(v, v) for v in node.inputs)
         if inputs != node.inputs:
             node = Node(node.primitive, inputs, node.outputs, node.params, node.effects)
+        folded = _converted_constant(node, constants)
+        if folded is not None:
+            constants[node.out] = folded
+            fired["convert-constant"] += 1
+            continue
         node = _compose_with_producer(node, producer, fired)
         rule = _identity_rule(node)
         if rule is not None:
@@ -64,7 +73,7 @@ def simplify(graph: Graph) -> tuple[Graph, Counter]:
         producer.update((out, node) for out in node.outputs)
 
     outputs = [subst.get(v, v) for v in graph.outputs]
-    return eliminate_dead_code(graph.replace(kept, outputs)), fired
+    return eliminate_dead_code(graph.replace(kept, outputs, constants)), fired
 
 
 def eliminate_dead_code(graph: Graph) -> Graph:
@@ -103,13 +112,36 @@ def _identity_rule(node: Node) -> str | None:
     return name if _same_type(node.out, node.inputs[0]) and applies(node) else None
 
 
+def _converted_constant(node: Node, constants: dict[Var, Any]) -> np.ndarray | None:
+    """The value of a float conversion of a scalar constant (None: not one). A broadcast of
+    it is then a parameter adapter, which joins its consumer's kernel (jnp.var's ``nan``)."""
+    if node.op != "convert_element_type" or node.effects or node.inputs[0] not in constants:
+        return None
+    value, target = constants[node.inputs[0]], np.dtype(node.out.dtype)
+    if np.ndim(value) != 0 or not np.issubdtype(target, np.floating) or target.itemsize < 4:
+        return None
+    try:
+        return np.asarray(value).astype(target)
+    except (TypeError, ValueError):
+        return None
+
+
 def _compose_with_producer(node: Node, producer: dict[Var, Node], fired: Counter) -> Node:
-    """reshape∘reshape and transpose∘transpose become one node reading the inner input."""
-    if node.op not in ("reshape", "transpose"):
+    """reshape∘reshape, transpose∘transpose and broadcast∘broadcast become one node reading
+    the inner input."""
+    if node.op not in ("reshape", "transpose", "broadcast_in_dim"):
         return node
     inner = producer.get(node.inputs[0])
-    if inner is None or inner.op != node.op:
+    if inner is None or inner.op != node.op or inner.effects:
         return node
+    if node.op == "broadcast_in_dim":
+        if len(inner.inputs) != 1 or len(node.inputs) != 1:  # dynamic shapes: leave them
+            return node
+        outer_dims = node.params["broadcast_dimensions"]
+        dims = tuple(int(outer_dims[d]) for d in inner.params["broadcast_dimensions"])
+        fired["broadcast-broadcast"] += 1
+        return Node(node.primitive, inner.inputs, node.outputs,
+                    {**node.params, "broadcast_dimensions": dims}, node.effects)
     if node.op == "reshape":
         if node.params.get("dimensions") is not None or inner.params.get("dimensions") is not None:
             return node
