@@ -53,7 +53,8 @@ def linear_gelu(x):
 def test_vmapped_linear_has_no_transpose_and_a_one_to_one_epilogue():
     x = rand(256, 256)
     report = dnnfusion.explain(linear_gelu, x)
-    assert report.summary()["rules_fired"].get("transpose-dot-swap", 0) >= 1
+    fired = report.summary()["rules_fired"]  # the simplifier or the e-graph rule
+    assert fired.get("transpose-dot", 0) + fired.get("transpose-dot-swap", 0) >= 1
     plan = report.plan
     assert "transpose" not in [op for b in plan.blocks for op in b.ops]
     assert len(plan.blocks) == 2

@@ -13,6 +13,10 @@ Rules (law, then name):
   * ``reshape(reshape(x)) → reshape(x)``                    reshape-reshape
   * ``transpose(transpose(x, p), q) → transpose(x, p∘q)``   transpose-transpose
   * ``broadcast_in_dim(broadcast_in_dim(x)) → broadcast_in_dim(x)``  broadcast-broadcast
+  * ``transpose(dot_general(a, b))`` → ``dot_general(b, a)`` when the permutation moves b's
+    free dimensions in front of a's and the dot has no other reader (``jax.vmap`` of
+    ``W @ v``, a weight gradient's ``dW.T``): XLA folds that transpose into the GEMM's
+    layout, so it must not become a copy kernel here              transpose-dot
   * ``convert_element_type(c)`` of a scalar constant to a float type → the converted
     constant (numpy's conversion, rounding to nearest even as XLA's)  convert-constant
   * two nodes with equal primitive, inputs and params → one  cse
@@ -41,6 +45,8 @@ def simplify(graph: Graph) -> tuple[Graph, Counter]:
     """Returns the simplified graph and how often each rule fired."""
     fired: Counter = Counter()
     graph = _intern_scalar_constants(graph)
+    readers = {var: len(users) for var, users in graph.consumers().items()}
+    readers.update((var, readers.get(var, 0) + 1) for var in graph.outputs)
     subst: dict[Var, Var] = {}
     producer: dict[Var, Node] = {}
     seen: dict[Any, Node] = {}
@@ -57,6 +63,7 @@ def simplify(graph: Graph) -> tuple[Graph, Counter]:
             fired["convert-constant"] += 1
             continue
         node = _compose_with_producer(node, producer, fired)
+        node = _absorb_transpose_into_dot(node, producer, readers, fired)
         rule = _identity_rule(node)
         if rule is not None:
             subst[node.out] = node.inputs[0]
@@ -124,6 +131,46 @@ def _converted_constant(node: Node, constants: dict[Var, Any]) -> np.ndarray | N
         return np.asarray(value).astype(target)
     except (TypeError, ValueError):
         return None
+
+
+def dot_transpose_swap(dimension_numbers, lhs_rank: int, rhs_rank: int) -> tuple[tuple, tuple]:
+    """``(perm, swapped)``: ``transpose(dot_general(a, b, dims), perm)`` is
+    ``dot_general(b, a, swapped)``. dot_general lays its result out as batch, lhs free, rhs
+    free dimensions; with the operands swapped it is batch, rhs free, lhs free.
+
+    >>> dot_transpose_swap((((1,), (1,)), ((), ())), 2, 2)
+    ((1, 0), (((1,), (1,)), ((), ())))
+    >>> dot_transpose_swap((((2,), (1,)), ((0,), (0,))), 3, 3)
+    ((0, 2, 1), (((1,), (2,)), ((0,), (0,))))
+    """
+    (lc, rc), (lb, rb) = dimension_numbers
+    batch = len(lb)
+    lhs_free, rhs_free = lhs_rank - batch - len(lc), rhs_rank - batch - len(rc)
+    perm = (*range(batch), *range(batch + lhs_free, batch + lhs_free + rhs_free),
+            *range(batch, batch + lhs_free))
+    swapped = ((tuple(int(d) for d in rc), tuple(int(d) for d in lc)),
+               (tuple(int(d) for d in rb), tuple(int(d) for d in lb)))
+    return tuple(int(i) for i in perm), swapped
+
+
+def _absorb_transpose_into_dot(node: Node, producer: dict[Var, Node], readers: dict[Var, int],
+                               fired: Counter) -> Node:
+    """transpose(dot_general(a, b)) → dot_general(b, a) (the module docstring's rule)."""
+    if node.op != "transpose" or node.effects:
+        return node
+    dot = producer.get(node.inputs[0])
+    if dot is None or dot.op != "dot_general" or readers.get(dot.out, 0) != 1:
+        return node
+    lhs, rhs = dot.inputs
+    perm, swapped = dot_transpose_swap(dot.params["dimension_numbers"], lhs.ndim, rhs.ndim)
+    if tuple(node.params["permutation"]) != perm:
+        return node
+    params = {**dot.params, "dimension_numbers": swapped}
+    precision = params.get("precision")
+    if isinstance(precision, tuple) and len(precision) == 2:
+        params["precision"] = precision[::-1]
+    fired["transpose-dot"] += 1
+    return Node(dot.primitive, (rhs, lhs), node.outputs, params, dot.effects)
 
 
 def _compose_with_producer(node: Node, producer: dict[Var, Node], fired: Counter) -> Node:

@@ -218,17 +218,22 @@ class DnnFusionPlanner:
 
 
 def copy_shared_adapters(graph: Graph, legality: Legality) -> Graph:
-    """A graph where every parameter adapter has exactly one consuming node.
+    """A graph where every parameter adapter, and every layout read only by GEMMs that XLA
+    runs, has exactly one consuming node.
 
     An adapter read by several nodes is copied once per extra consumer (a reshape or broadcast
-    of a weight costs nothing inside a kernel, but shared it would be a kernel of its own).
+    of a weight costs nothing inside a kernel, but shared it would be a kernel of its own). So
+    is a transpose that several of XLA's GEMMs read (a gradient ``dy.T`` for both ``dx`` and
+    ``dW``): each GEMM then folds its own copy into its layout, where one shared copy would be
+    a copy kernel.
     """
     consumers = graph.consumers()
     copies: dict[tuple[Var, Node], Var] = {}
     nodes: list[Node] = []
     extra: dict[Node, list[Node]] = {}
     for node in graph.nodes:
-        if legality.is_adapter(node) and len(consumers.get(node.out, ())) > 1:
+        shared = legality.is_adapter(node) or legality.feeds_alone_absorber(node)
+        if shared and len(consumers.get(node.out, ())) > 1:
             for user in consumers[node.out][1:]:
                 clone_out = Var(node.out.shape, node.out.dtype, node.out.weak_type)
                 extra.setdefault(user, []).append(

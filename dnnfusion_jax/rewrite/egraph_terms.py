@@ -35,6 +35,7 @@ from egglog import (Bool, BoolLike, Expr, String, StringLike, Unit, Vec, eq, f64
                     i64, i64Like, relation, rule, ruleset, set_, var)
 
 from dnnfusion_jax.ops.registry import PRIMITIVES
+from dnnfusion_jax.frontend.simplify import dot_transpose_swap
 
 MAX_RANK = 6
 
@@ -202,14 +203,8 @@ def swap_dot(dims: str, lhs_rank: int, rhs_rank: int) -> tuple[tuple[int, ...], 
         ((0, 2, 1), '(((1,), (2,)), ((0,), (0,)))')
     """
     import ast
-    (lc, rc), (lb, rb) = ast.literal_eval(dims)
-    batch = len(lb)
-    lhs_free = lhs_rank - batch - len(lc)
-    rhs_free = rhs_rank - batch - len(rc)
-    perm = (*range(batch), *range(batch + lhs_free, batch + lhs_free + rhs_free),
-            *range(batch, batch + lhs_free))
-    swapped = ((tuple(rc), tuple(lc)), (tuple(rb), tuple(lb)))
-    return tuple(int(i) for i in perm), repr(swapped)
+    perm, swapped = dot_transpose_swap(ast.literal_eval(dims), lhs_rank, rhs_rank)
+    return perm, repr(swapped)
 
 
 def _registry_term(row, *operands) -> Term:
