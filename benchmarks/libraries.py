@@ -1,14 +1,16 @@
 """Models written with Flax (linen, nnx), Haiku, Equinox and Optax against jax.jit, side by side
 in one run: for every model of ``tests/library_models.py``, inference and one training step
 (an SGD-with-momentum step on a squared error for the inference models, ``training_step``;
-the two Optax classifiers are training steps already).
+the two Optax classifiers are training steps already), then the bf16 models of
+``tests/library_half_models.py`` (kind "bf16").
 
 Each row comes from ``dnnfusion_jax.tools.compare.compare_xla``: median ms of interleaved
 ``jax.jit`` and ``dnnfusion.jit`` calls, ratio = jax.jit time / dnnfusion time (above 1:
 dnnfusion is faster), dnnfusion's blocks, the kernels in XLA's optimised HLO, whether the
 results agree (``compare_xla``'s rtol = atol = 1e-5; "~" when only within the scaled 1e-4 of
-``tests/test_libraries.py``), and the blocks left to XLA with the report's reasons. Then the
-geometric mean of the ratios and the smallest one.
+``tests/test_libraries.py``; for bf16, "yes" when no less accurate than jax.jit against the
+model in float32), and the blocks left to XLA with the report's reasons. Then the geometric
+mean of the ratios and the smallest one.
 
 Run: python3 benchmarks/libraries.py [--quick] [--only NAME ...] [--json PATH]
      (needs pip install -e ".[test]": flax, dm-haiku, equinox, optax)
@@ -32,15 +34,20 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 import dnnfusion_jax as dnnfusion  # noqa: E402
 from dnnfusion_jax.tools.compare import compare_xla  # noqa: E402
 from dnnfusion_jax.tools.compare_report import machine_info, write_json  # noqa: E402
+import jax  # noqa: E402
+import library_half_models as half  # noqa: E402
 import library_models as libs  # noqa: E402
 
 SCALED_TOLERANCE = 1e-4  # the test suite's bound, for the "~" mark
 
 
 def workloads(names: list[str]):
-    """``(row name, kind, builder)`` for every model: inference then its training step."""
+    """``(row name, kind, builder)`` for every model: inference then its training step; a
+    bf16 model (``library_half_models``) as it is, kind "bf16"."""
     for name in names:
-        if name in libs.TRAINING:
+        if name in half.HALF_MODELS:
+            yield name, "bf16", half.HALF_MODELS[name]
+        elif name in libs.TRAINING:
             yield name, "train step", libs.LIBRARY_MODELS[name]
         else:
             yield name, "inference", libs.LIBRARY_MODELS[name]
@@ -49,8 +56,15 @@ def workloads(names: list[str]):
 
 def measure(name: str, kind: str, build, repeats: int | None) -> dict:
     """One ``compare_xla`` row, plus ``kind``, the left-to-XLA reasons and a scaled error."""
-    fn, args = build()
+    fn, args, *f32_model = build()
     row = compare_xla(fn, *args, repeats=repeats, name=name)
+    if f32_model:  # bf16: "match" is "no less accurate than jax.jit against float32"
+        f32_fn, f32_args = f32_model
+        reference = jax.jit(f32_fn)(*f32_args)
+        ours = max(half.scaled_errors(dnnfusion.jit(fn)(*args), reference))
+        theirs = max(half.scaled_errors(jax.jit(fn)(*args), reference))
+        row.update(error_vs_f32=ours, xla_error_vs_f32=theirs,
+                   matches=ours <= max(1.25 * theirs, 2e-3))
     # compare_xla keeps its dnnfusion function to itself: explain again for the reasons (same
     # function, same options, so the same plan)
     row["left_to_xla"] = dnnfusion.explain(fn, *args).summary()["left_to_xla"]
@@ -85,7 +99,8 @@ def _scaled_error(row: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 timed calls per function")
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(libs.LIBRARY_MODELS))
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        choices=[*libs.LIBRARY_MODELS, *half.HALF_MODELS])
     parser.add_argument("--json", metavar="PATH")
     options = parser.parse_args()
 
@@ -97,8 +112,10 @@ def main() -> None:
           "interleaved, median\n")
 
     rows, skipped, failed = [], [], []
-    for name, kind, build in workloads(options.only or list(libs.LIBRARY_MODELS)):
-        missing = [lib for lib in libs.LIBRARIES[name] + ("optax",) * (kind == "train step")
+    for name, kind, build in workloads(options.only or [*libs.LIBRARY_MODELS,
+                                                          *half.HALF_MODELS]):
+        needs = {**libs.LIBRARIES, **half.HALF_LIBRARIES}[name]
+        missing = [lib for lib in needs + ("optax",) * (kind == "train step")
                    if importlib.util.find_spec(lib) is None]
         if missing:
             skipped.append({"name": name, "kind": kind, "reason": "not installed: "

@@ -10,6 +10,42 @@
 static inline float dnf_bits_to_float(int32_t bits) { float f; memcpy(&f, &bits, 4); return f; }
 static inline int32_t dnf_float_to_bits(float f) { int32_t b; memcpy(&b, &f, 4); return b; }
 
+/* Half precision, held as bits (uint16_t). bfloat16 is a float's high half: widening is exact
+ * (a shift); narrowing rounds to nearest even on the bits (adding 0x7FFF plus the kept lowest
+ * bit carries into the exponent where it must: overflow gives inf), and a NaN becomes the quiet
+ * NaN of its sign, as XLA's (Eigen's) convert gives. Subnormals round like normals: AVX-512
+ * BF16's vcvtneps2bf16 is not used, as it flushes them to zero, which XLA's convert does not.
+ * float16: Giesen's branch-free forms (exact widening: the exponent rebased by a multiply by 2^112,
+ * subnormals included; narrowing to nearest even, subnormals by a float add of 0.5, NaN to the
+ * quiet NaN of its sign, 65520 and above to inf). gcc 12 vectorises these (x86-64 and
+ * aarch64) but not _Float16 casts: F16C's vcvtph2ps stayed scalar, and so did aarch64's fcvt
+ * and AVX-512 FP16's (checked with -fopt-info-vec), so the CPU's own conversions are not used. */
+static inline float dnf_bf16_to_f32(uint16_t h) {
+  return dnf_bits_to_float((int32_t)((uint32_t)h << 16));
+}
+static inline uint16_t dnf_f32_to_bf16(float f) {
+  uint32_t b = (uint32_t)dnf_float_to_bits(f);
+  uint32_t rounded = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+  uint32_t nan = ((b >> 16) & 0x8000u) | 0x7FC0u;
+  return (uint16_t)(f != f ? nan : rounded);
+}
+static inline float dnf_f16_to_f32(uint16_t h) {
+  uint32_t magnitude = h & 0x7FFFu;
+  uint32_t bits = (uint32_t)dnf_float_to_bits(dnf_bits_to_float((int32_t)(magnitude << 13)) *
+                                              0x1p112f);
+  bits |= magnitude >= 0x7C00u ? 0x7F800000u : 0u;  /* inf and NaN keep an all-ones exponent */
+  return dnf_bits_to_float((int32_t)(bits | ((uint32_t)(h & 0x8000u) << 16)));
+}
+static inline uint16_t dnf_f32_to_f16(float f) {
+  uint32_t x = (uint32_t)dnf_float_to_bits(f);
+  uint32_t a = x & 0x7FFFFFFFu;
+  uint32_t sub = (uint32_t)dnf_float_to_bits(dnf_bits_to_float((int32_t)a) + 0.5f) - 0x3F000000u;
+  uint32_t normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+  uint32_t big = a > 0x7F800000u ? 0x7E00u : 0x7C00u;
+  uint32_t r = a >= (143u << 23) ? big : (a < (113u << 23) ? sub : normal);
+  return (uint16_t)(r | ((x >> 16) & 0x8000u));
+}
+
 /* An index clamped into [0, last]: for reads whose value a select may discard. */
 static inline long dnf_clamp_index(long i, long last) { return i < 0 ? 0 : (i > last ? last : i); }
 

@@ -33,7 +33,7 @@ from codegen.kernel.index import Index, LoopVar
 from codegen.kernel.kernel_ir import Expr, LoopKernel, Stage, expr_nodes
 from codegen.kernel.printer import ExprWalker, IndexPrinter
 
-from codegen.c.spelling import C_TYPES, convert, literal, spell
+from codegen.c.spelling import C_TYPES, convert, literal, narrowed, spell, widened
 from codegen.c.writer import CWriter
 
 C_ABI = Path(__file__).with_name("abi.h").read_text()
@@ -97,7 +97,8 @@ def render_c(kernel: LoopKernel) -> str:
         fields.append(f"{pointer}{buffer.name};")
         context.append(f"{pointer}restrict {buffer.name} = c->{buffer.name};")
     sizes = {b.name: b.size for b in (*kernel.inputs, *kernel.outputs, *kernel.temps)}
-    w = CWriter(kernel.name, sizes, context)
+    dtypes = {b.name: b.dtype for b in (*kernel.inputs, *kernel.outputs, *kernel.temps)}
+    w = CWriter(kernel.name, sizes, context, dtypes)
     for k, buffer in enumerate(kernel.inputs):
         w.line(f"const {C_TYPES[buffer.dtype]} *restrict {buffer.name} = "
                f"(const {C_TYPES[buffer.dtype]} *)in_[{k}];")
@@ -174,7 +175,13 @@ class _CValues(ExprWalker):
 
     def load(self, expr: Expr) -> str:
         uniform_in = self.inner if expr in self.uniform else None
-        return f"{expr.attrs[0]}[{_load_index(self.w, expr, self.names, uniform_in)}]"
+        name = expr.attrs[0]
+        return widened(self.w.dtypes.get(name, expr.dtype),
+                       f"{name}[{_load_index(self.w, expr, self.names, uniform_in)}]")
+
+    def gather(self, expr: Expr, position: str) -> str:
+        name = expr.attrs[0]
+        return widened(self.w.dtypes.get(name, expr.dtype), f"{name}[{position}]")
 
     def index(self, expr: Expr) -> str:
         return f"(({C_TYPES[expr.dtype]})({render_index(expr.attrs[0], self.names)}))"
@@ -212,7 +219,7 @@ def _render_stage(w: CWriter, stage: Stage, parallel: bool) -> None:
         else:
             opened = _open_tiled_loops(w, stage, tiled, parallel)
         value = _render_point(w, stage, {})
-        w.line(f"{stage.target}[{render_index(stage.index, {})}] = {value};")
+        w.line(_store(w, stage.target, render_index(stage.index, {}), value))
     elif stage.kept_outside:
         opened = _open_loops(w, stage.loops, parallel, _stage_work(stage), False)
         _render_reduction(w, stage, parallel and not stage.loops)
@@ -314,8 +321,13 @@ def _render_point(w: CWriter, stage: Stage, names: dict[LoopVar, str]) -> str:
     inner = stage.nest[-1] if stage.nest else None
     value, *cached = _CValues(w, names, roots, inner).walk(roots)
     for (temp, index, _), text in zip(stage.caches, cached):
-        w.line(f"{temp}[{render_index(index, names)}] = {text};")
+        w.line(_store(w, temp, render_index(index, names), text))
     return value
+
+
+def _store(w: CWriter, name: str, index: str, value: str) -> str:
+    """``name[index] = value;``, narrowed to the buffer's storage dtype (bf16, f16)."""
+    return f"{name}[{index}] = {narrowed(w.dtypes.get(name, ''), value)};"
 
 
 def _combine(stage: Stage, value: str, acc: str, lanes: bool = False) -> str:

@@ -16,7 +16,29 @@ import numpy as np
 from codegen.kernel.kernel_ir import Expr
 
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t",
-           "u32": "uint32_t", "u8": "uint8_t", "i8": "int8_t", "bool": "uint8_t"}
+           "u32": "uint32_t", "u8": "uint8_t", "i8": "int8_t", "bool": "uint8_t",
+           "bf16": "uint16_t", "f16": "uint16_t"}
+"""Kernel IR dtype → C type. bf16 and f16 are held as their bits; ``prelude.h`` converts
+(vectorisable: with the CPU's own f16 conversions where gcc vectorises them)."""
+
+_WIDEN = {"bf16": "dnf_bf16_to_f32({0})", "f16": "dnf_f16_to_f32({0})"}
+_NARROW = {"bf16": "dnf_f32_to_bf16({0})", "f16": "dnf_f32_to_f16({0})"}
+
+
+def widened(storage: str, text: str) -> str:
+    """An element read from a buffer of dtype ``storage``, as its value dtype (f32 for the
+    half-precision storage dtypes, exactly; others as they are).
+
+    >>> widened("bf16", "in0[i]"), widened("f32", "in0[i]")
+    ('dnf_bf16_to_f32(in0[i])', 'in0[i]')
+    """
+    return _WIDEN[storage].format(text) if storage in _WIDEN else text
+
+
+def narrowed(storage: str, text: str) -> str:
+    """A value as an element of a buffer of dtype ``storage``: half precision rounds to
+    nearest even (NaN stays NaN, overflow is inf, as XLA's convert)."""
+    return _NARROW[storage].format(text) if storage in _NARROW else text
 
 _FLOAT_FUNCTIONS = {
     # op: (f32 spelling, f64 spelling); {0} {1} are the operands

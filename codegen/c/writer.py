@@ -27,8 +27,10 @@ class CWriter:
     """Lines of C at an indentation depth. A parallel loop's body is written into a function
     of its own (``open_parallel``) and replaced, in the kernel, by a ``parallel_for`` call."""
 
-    def __init__(self, kernel_name: str, sizes: dict[str, int], context: list[str]) -> None:
+    def __init__(self, kernel_name: str, sizes: dict[str, int], context: list[str],
+                 dtypes: dict[str, str] | None = None) -> None:
         self.kernel_name = kernel_name
+        self.dtypes = dtypes or {}  # buffer name -> storage dtype, for widening and narrowing
         self.lines: list[str] = []
         self.depth = 1
         self.sizes = sizes  # buffer name -> elements, for bounds of loads

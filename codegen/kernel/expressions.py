@@ -26,14 +26,16 @@ import numpy as np
 
 from codegen.kernel.index import Index, delinearize, linearize
 from codegen.kernel.indexing import IndexedReads
-from codegen.kernel.kernel_ir import Buffer, Expr, const
+from codegen.kernel.kernel_ir import Buffer, Expr, const, value_dtype
 from codegen.kernel.windows import dilated_position
 from dnnfusion_jax.frontend.ir import Node, Var
 from dnnfusion_jax.ops.registry import PRIMITIVES
 
 DTYPES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64",
-          "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool"}
-"""numpy dtype name → kernel IR dtype; anything else keeps the block in XLA."""
+          "uint32": "u32", "uint8": "u8", "int8": "i8", "bool": "bool",
+          "bfloat16": "bf16", "float16": "f16"}
+"""numpy dtype name → kernel IR storage dtype; anything else keeps the block in XLA.
+``bf16``/``f16`` are storage only: their values are computed in f32 (``kernel_ir``)."""
 NUMPY_DTYPES = {ir: name for name, ir in DTYPES.items()}
 """kernel IR dtype → numpy dtype name."""
 
@@ -57,13 +59,22 @@ def numpy_name(dtype: Any) -> str | None:
         return None
 
 
-def kernel_dtype(var: Var) -> str:
-    """The kernel IR dtype of ``var``.
+def storage_dtype(var: Var) -> str:
+    """The kernel IR dtype a buffer holding ``var`` stores.
 
-    >>> import numpy as np; kernel_dtype(Var((2,), np.dtype("float32")))
-    'f32'
+    >>> import jax.numpy as jnp; storage_dtype(Var((2,), jnp.dtype("bfloat16")))
+    'bf16'
     """
     return DTYPES[np.dtype(var.dtype).name]
+
+
+def kernel_dtype(var: Var) -> str:
+    """The kernel IR dtype ``var``'s values are computed in (f32 for bf16 and f16).
+
+    >>> import jax.numpy as jnp; kernel_dtype(Var((2,), jnp.dtype("bfloat16")))
+    'f32'
+    """
+    return value_dtype(storage_dtype(var))
 
 
 def _broadcast_index(index: list[Index], operand: Var) -> list[Index]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from codegen.kernel.index import Index, LoopVar, delinearize
-from codegen.kernel.kernel_ir import Expr, const
+from codegen.kernel.kernel_ir import Expr, const, value_dtype
 from dnnfusion_jax.fusion.backend import UnsupportedBlock
 from dnnfusion_jax.frontend.ir import Node, Var
 
@@ -142,7 +142,7 @@ class IndexedReads:
         flat = _index_expr(static)
         for term in dynamic:
             flat = Expr("add", (flat, term), "i64")
-        return Expr("gather", (flat,), buffer.dtype, (buffer.name,))
+        return Expr("gather", (flat,), value_dtype(buffer.dtype), (buffer.name,))
 
 
 def scatter_add_value(lowering, node: Node, out_index: list[Index], loop: LoopVar) -> Expr:

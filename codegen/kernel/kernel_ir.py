@@ -13,6 +13,16 @@ loop differs between them (``printer.py`` holds what they share). A ``LoopKernel
 The index algebra (``Index``, ``LoopVar``: reshapes and transposes as index arithmetic that
 cancels) is ``index.py``.
 
+Storage dtypes and value dtypes: a ``Buffer``'s dtype is how its elements are *stored*; an
+``Expr``'s dtype is how its value is *computed*. They differ only for the half-precision
+storage dtypes ``bf16`` and ``f16`` (``STORAGE_ONLY``): no expression has them. A load from a
+``bf16``/``f16`` buffer is an ``f32`` value (the renderer widens, exactly), arithmetic,
+temporaries and reduction accumulators are ``f32``, and a store into a ``bf16``/``f16`` buffer
+(only block outputs are: the lowering reduces into an ``f32`` temporary first) narrows, rounding
+to nearest even with NaN kept NaN and overflow to inf, as XLA's ``convert`` does. A
+``convert_element_type`` to or from half precision is then no operation at all: the value keeps
+``f32`` until it is stored, more accurate than XLA's rounding after every operator.
+
 Example:
     >>> i = LoopVar("i", 4)
     >>> x = Expr("load", (), "f32", ("x", Index.var(i)))
@@ -32,6 +42,18 @@ from dnnfusion_jax.frontend.ir import Var
 
 # ---------------------------------------------------------------------------------------------
 # Expressions
+
+STORAGE_ONLY = {"bf16": "f32", "f16": "f32"}
+"""Storage dtypes whose values are computed in another dtype (see the module docstring)."""
+
+
+def value_dtype(dtype: str) -> str:
+    """The dtype an element of a buffer of ``dtype`` is computed in.
+
+    >>> value_dtype("bf16"), value_dtype("f16"), value_dtype("i32")
+    ('f32', 'f32', 'i32')
+    """
+    return STORAGE_ONLY.get(dtype, dtype)
 
 
 @dataclass(frozen=True)
@@ -69,7 +91,8 @@ def const(value: Any, dtype: str) -> Expr:
 
 @dataclass(frozen=True)
 class Buffer:
-    """A kernel argument or a temporary: a named dense row-major array."""
+    """A kernel argument or a temporary: a named dense row-major array. ``dtype`` is the
+    storage dtype (``bf16``/``f16`` only for inputs and outputs; temporaries hold values)."""
 
     name: str
     shape: tuple[int, ...]

@@ -37,7 +37,7 @@ import numpy as np
 from codegen.kernel.depthwise import CONV, depthwise_reason, window_loops, window_tap
 from codegen.kernel.expressions import LOWERABLE as EXPRESSIONS
 from codegen.kernel.expressions import (DTYPES, ExpressionLowering, NotRowLocal, kernel_dtype,
-                                        numpy_name)
+                                        numpy_name, storage_dtype)
 from codegen.kernel.hoist import hoist_invariants
 from codegen.kernel.index import Index, LoopVar, linearize
 from codegen.kernel.indexing import (INDEXED, indexing_reason, scatter_add_value,
@@ -68,6 +68,9 @@ STAGED = (frozenset(REDUCTIONS) | frozenset(WINDOWED) | frozenset(ARG_REDUCTIONS
 LOWERABLE = EXPRESSIONS | STAGED
 """Every primitive this lowering handles; a block with any other stays in XLA."""
 
+HALF_EXACT = frozenset({"nextafter"})
+"""Primitives whose half-precision result is not their f32 result rounded: stay in XLA."""
+
 MAX_EXPRESSION_NODES = 4000   # beyond this, inlining has duplicated too much: let XLA run it
 MAX_ROW_TEMP_ELEMENTS = 4096  # a row-local temporary lives on the thread's stack
 MAX_PARTIAL_ELEMENTS = 1 << 20  # a memory-order reduction's partial sums, without rows (heap)
@@ -84,6 +87,8 @@ def unsupported_reason(node: Node) -> str | None:
     for var in (*node.inputs, *node.outputs):
         if numpy_name(var.dtype) not in DTYPES:
             return f"dtype {var.dtype} is not supported by the kernel lowering"
+    if node.op in HALF_EXACT and any(storage_dtype(v) != kernel_dtype(v) for v in node.outputs):
+        return f"{node.op} in {node.out.dtype} (computed in float32 it would differ)"
     if node.op == "reshape" and node.params.get("dimensions") is not None:
         return "reshape with dimensions"
     if node.op == "round" and int(node.params.get("rounding_method", 0)) not in (0, 1):
@@ -144,10 +149,10 @@ class _BlockLowering(WindowStages, SelectScatterStages, ExpressionLowering):
             if var in constants and np.ndim(constants[var]) == 0:
                 self.literals[var] = np.asarray(constants[var]).item()
             else:
-                buffer = Buffer(f"in{len(self.inputs)}", var.shape, kernel_dtype(var), "input")
+                buffer = Buffer(f"in{len(self.inputs)}", var.shape, storage_dtype(var), "input")
                 self.inputs.append(buffer)
                 self.storage[var] = buffer
-        self.outputs = [Buffer(f"out{k}", var.shape, kernel_dtype(var), "output")
+        self.outputs = [Buffer(f"out{k}", var.shape, storage_dtype(var), "output")
                         for k, var in enumerate(block.outputs)]
         self.storage.update(zip(block.outputs, self.outputs))
         self.temps: list[Buffer] = []
@@ -185,8 +190,10 @@ class _BlockLowering(WindowStages, SelectScatterStages, ExpressionLowering):
                 self._scatter_add_stage(node)
             elif node.op == SELECT_AND_SCATTER:
                 self._select_scatter_stages(node)
+        # a staged output is reduced into its buffer, unless that narrows (bf16, f16): then
+        # into an f32 temporary (``_result_storage``) that a store stage narrows
         stored = [(var, buffer) for var, buffer in zip(self.block.outputs, self.outputs)
-                  if self.producer[var].op not in STAGED]
+                  if self.producer[var].op not in STAGED or self.storage[var] is not buffer]
         for group in _store_groups(stored, len(self.rows), self.producer):
             if len(group) == 1:
                 self._store_stage(*group[0])
@@ -351,8 +358,8 @@ class _BlockLowering(WindowStages, SelectScatterStages, ExpressionLowering):
         output, or a new temporary (one row of it inside the rows loop)."""
         k = len(self.rows)
         kept_index = self._row_indices() + [Index.var(v) for v in kept_loops]
-        if result in self.storage:  # a block output: reduce straight into it
-            return self.storage[result], linearize(kept_index, result.shape)
+        if result in self.storage and self.storage[result].dtype == kernel_dtype(result):
+            return self.storage[result], linearize(kept_index, result.shape)  # an output
         local_shape = result.shape[k:]
         if int(np.prod(local_shape)) > MAX_ROW_TEMP_ELEMENTS and self.rows:
             raise NotRowLocal()

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 from codegen.kernel.guarded_loads import index_vars
 from codegen.kernel.index import Index, LoopVar, substitute
-from codegen.kernel.kernel_ir import Buffer, Expr, LoopKernel, Stage, render_expr
+from codegen.kernel.kernel_ir import STORAGE_ONLY, Buffer, Expr, LoopKernel, Stage, render_expr
 
 from codegen.kernel.printer import ExprWalker, IndexPrinter
 from codegen.pallas.call import call_source
@@ -315,8 +315,10 @@ class _Renderer(ExprWalker):
         mask = self._mask(offsets, self._argument_size(buffer))
         at = self._index_code(offsets)
         masked = f", mask={mask}, other={literal(0, buffer.dtype)}" if mask else ""
-        self.loads[(name, index)] = result = self._assign(
-            f"plgpu.load({name}_ref.at[{at}]{masked})", frozenset(index_vars(offsets)))
+        loaded = f"plgpu.load({name}_ref.at[{at}]{masked})"
+        if buffer.dtype != expr.dtype:  # bf16, f16: computed in f32 (kernel_ir)
+            loaded += f".astype({JNP_DTYPES[expr.dtype]})"
+        self.loads[(name, index)] = result = self._assign(loaded, frozenset(index_vars(offsets)))
         self._remember(name, offsets, result)  # a later stage reading the same lanes reuses it
         return result
 
@@ -332,8 +334,10 @@ class _Renderer(ExprWalker):
         if mask:  # masked-off lanes point past the end (see "Pointers" above)
             at = f"jnp.where({mask}, {at}, {size})"
         if buffer.role != "temp" or buffer in self.scratch:  # else read from registers only
-            self.emit(f"plgpu.store({name}_ref.at[{at}], {self._broadcast(value, axes)}"
-                      f"{masked})")
+            stored = self._broadcast(value, axes)
+            if buffer.dtype in STORAGE_ONLY:  # narrowed to nearest even, as XLA's convert
+                stored += f".astype({JNP_DTYPES[buffer.dtype]})"
+            self.emit(f"plgpu.store({name}_ref.at[{at}], {stored}{masked})")
         self.written.add(name)
         self._remember(name, offsets, value)
 

@@ -47,9 +47,10 @@ REDUCERS = {"add": "lax.reduce_sum", "mul": "lax.reduce_prod", "max": "lax.reduc
 
 JNP_DTYPES = {"f32": "jnp.float32", "f64": "jnp.float64", "i32": "jnp.int32",
               "i64": "jnp.int64", "u32": "jnp.uint32", "u8": "jnp.uint8", "i8": "jnp.int8",
-              "bool": "jnp.bool_"}
+              "bool": "jnp.bool_", "bf16": "jnp.bfloat16", "f16": "jnp.float16"}
+"""Kernel IR dtype → jnp dtype (bf16 and f16 only as buffers: values are f32, ``kernel_ir``)."""
 NP_SCALARS = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64",
-              "u32": "np.uint32", "u8": "np.uint8", "i8": "np.int8", "bool": "np.bool_"}
+              "u32": "np.uint32", "u8": "np.uint8", "i8": "np.int8", "bool": "np.bool_", "bf16": "jnp.bfloat16", "f16": "np.float16"}
 
 INDEX_DTYPES = ("i32", "i64")  # index arithmetic is int32 (buffers stay below 2**31 elements)
 COMMENT_WIDTH = 100

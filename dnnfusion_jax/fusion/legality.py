@@ -147,9 +147,14 @@ class Legality:
         return edge_mapping_type(node, operand)
 
     def is_parameter(self, var: Var) -> bool:
-        """A graph input or constant, or the output of a parameter adapter."""
+        """A graph input or constant, or what a chain of data-movement operations makes of
+        them (a float32 bias cast to bfloat16, then reshaped)."""
+        if var in self._leaves:
+            return True
         producer = self._producer.get(var)
-        return var in self._leaves or (producer is not None and self.is_adapter(producer))
+        if producer is None or producer.op not in ADAPTER_PRIMITIVES or producer.effects:
+            return False
+        return all(self.is_parameter(v) for v in producer.inputs)
 
     def must_stay_alone(self, node: Node) -> bool:
         """Opaque nodes, and nodes the backend cannot put in a fused kernel."""
