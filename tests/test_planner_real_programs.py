@@ -12,6 +12,7 @@ each test states the blocks, then checks the numbers against jax.jit (rtol = ato
 """
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 import pytest
 
@@ -246,3 +247,16 @@ def test_a_transpose_two_xla_gemms_read_is_folded_into_each():
     assert all(b.ops != ["transpose"] for b in plan.blocks)
     for ours, ref in zip(dnnfusion.jit(fn)(*args), jax.jit(fn)(*args)):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_a_cast_then_broadcast_parameter_joins_its_consumer():
+    """A temperature cast to bfloat16 and broadcast (two data-movement operations on a
+    parameter) is an index transform inside the softmax's kernel, not a block of its own."""
+    def fn(x, t):
+        scale = lax.broadcast_in_dim(t.astype(jnp.bfloat16), x.shape, ())
+        return jax.nn.softmax(x * scale, axis=-1)
+    x, t = rand(32, 64).astype(jnp.bfloat16), jnp.float32(0.7)
+    plan = plan_of(fn, x, t)
+    assert len(plan.blocks) == 1, [b.ops for b in plan.blocks]
+    ours, ref = dnnfusion.jit(fn)(x, t), jax.jit(fn)(x.astype(jnp.float32), t)
+    np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(ref), atol=1e-2)

@@ -80,6 +80,7 @@ class DnnFusionPlanner:
         profit = self.profitability(graph)
         builder = BlockBuilder(graph)
         producer = graph.producers()
+        position = {n: i for i, n in enumerate(graph.nodes)}
         waiting: set[Node] = set()
         decisions = {"green": 0, "yellow_fused": 0, "yellow_apart": 0, "merged": 0}
         closed: set[int] = set()  # blocks of nodes that stay alone
@@ -88,8 +89,7 @@ class DnnFusionPlanner:
             if legality.is_adapter(node):
                 waiting.add(node)  # joins its consumer's block (growth to predecessors)
                 continue
-            adapters = [producer[v] for v in node.inputs
-                        if v in producer and producer[v] in waiting]
+            adapters = _waiting_chain(node, producer, waiting, position)
             node_type = legality.node_type(node)
             alone = legality.must_stay_alone(node)
             apart = alone or legality.feeds_alone_absorber(node)  # XLA folds it in a GEMM
@@ -215,6 +215,22 @@ class DnnFusionPlanner:
         else:
             decisions["green"] += 1
         return True
+
+
+def _waiting_chain(node: Node, producer: dict[Var, Node], waiting: set[Node],
+                   position: dict[Node, int]) -> list[Node]:
+    """The waiting adapters ``node`` reads, directly or through other waiting adapters (a cast
+    then a broadcast of a parameter), in graph order."""
+    found: set[Node] = set()
+    stack = [producer[v] for v in node.inputs if v in producer and producer[v] in waiting]
+    while stack:
+        adapter = stack.pop()
+        if adapter in found:
+            continue
+        found.add(adapter)
+        stack.extend(producer[v] for v in adapter.inputs
+                     if v in producer and producer[v] in waiting)
+    return sorted(found, key=position.__getitem__)
 
 
 def copy_shared_adapters(graph: Graph, legality: Legality) -> Graph:

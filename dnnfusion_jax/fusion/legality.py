@@ -164,9 +164,10 @@ class Legality:
         return bool(reason) or node_mapping_type(node) is MappingType.OPAQUE
 
     def is_adapter(self, node: Node) -> bool:
-        """A data-movement node that reads only graph inputs and constants."""
+        """A data-movement node that reads only parameters: graph inputs and constants, or
+        what other data movement makes of them (a bias cast to bfloat16, then broadcast)."""
         return (node.op in ADAPTER_PRIMITIVES and not node.effects
-                and all(v in self._leaves for v in node.inputs)
+                and all(self.is_parameter(v) for v in node.inputs)
                 and not any(v in self._returned for v in node.outputs)
                 and self._fusible(node) is None)
 
