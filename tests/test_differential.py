@@ -165,7 +165,7 @@ class Op:
             if self.kind == "pad":  # interior padding, negative high padding
                 config = [(0, 0, 0)] * n
                 config[axis] = (1, -1, p[1])
-                return f"lax.pad({a[0]}, 0.5, {tuple(config)})"
+                return f"lax.pad({a[0]}, jnp.asarray(0.5, {a[0]}.dtype), {tuple(config)})"
             dims, strides = [1] * n, [1] * n
             dims[axis], strides[axis] = p[1], p[2]
             init, combine = ("-jnp.inf", "lax.max") if self.kind == "maxpool" else ("0.0", "lax.add")
