@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
+from conftest import paired_leaves
 
 try:  # tests/ imported as a package
     from . import library_models as libs
@@ -51,14 +52,7 @@ def model(name: str) -> _Model:
 def assert_scaled_close(actual, expected, what: str) -> None:
     """Same pytree and, per leaf, same shape and dtype; floats within ``SCALED_TOLERANCE`` of
     the leaf's scale, other leaves (Adam's step count) equal."""
-    actual_leaves, actual_tree = jax.tree_util.tree_flatten(actual)
-    expected_leaves, expected_tree = jax.tree_util.tree_flatten(expected)
-    assert actual_tree == expected_tree, f"{what}: pytree {actual_tree} != {expected_tree}"
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
-    for path, got, want in zip(paths, actual_leaves, expected_leaves):
-        where = f"{what} leaf {path}"
-        assert got.shape == want.shape and got.dtype == want.dtype, (
-            f"{where}: {got.dtype}{got.shape} != {want.dtype}{want.shape}")
+    for where, got, want in paired_leaves(actual, expected, what):
         got, want = np.asarray(got), np.asarray(want)
         if not np.issubdtype(want.dtype, np.inexact):
             np.testing.assert_array_equal(got, want, err_msg=where)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import dnnfusion_jax as dnnfusion
+from conftest import paired_leaves
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 from dnnfusion_jax.options import BACKENDS
 from dnnfusion_jax.report import SUMMARY_KEYS
@@ -56,14 +57,7 @@ def _is_key(x) -> bool:
 def assert_trees_match(actual, expected, rtol: float = RTOL, atol: float = ATOL,
                        equal_nan: bool = False, what: str = "") -> None:
     """Same pytree structure; per leaf same shape and dtype; floats close, the rest exact."""
-    actual_leaves, actual_tree = jax.tree_util.tree_flatten(actual)
-    expected_leaves, expected_tree = jax.tree_util.tree_flatten(expected)
-    assert actual_tree == expected_tree, f"{what}: pytree {actual_tree} != {expected_tree}"
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
-    for path, got, want in zip(paths, actual_leaves, expected_leaves):
-        where = f"{what} leaf {path}"
-        assert got.shape == want.shape, f"{where}: shape {got.shape} != {want.shape}"
-        assert got.dtype == want.dtype, f"{where}: dtype {got.dtype} != {want.dtype}"
+    for where, got, want in paired_leaves(actual, expected, what):
         if _is_key(want):
             np.testing.assert_array_equal(np.asarray(jax.random.key_data(got)),
                                           np.asarray(jax.random.key_data(want)), err_msg=where)

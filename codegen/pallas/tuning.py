@@ -22,6 +22,7 @@ from dnnfusion_jax.ops.cost import node_flops
 from dnnfusion_jax.frontend.ir import Node
 
 from dnnfusion_jax.files import default_cache_dir, write_atomically
+from codegen.kernel.kernel_blocks import gemm_sides
 from codegen.pallas.grid import next_power_of_two
 
 
@@ -74,11 +75,10 @@ def tile_elements(device_kind: str) -> int:
 def gemm_fits(node: Node, tile: int | None) -> bool:
     """Whether a Pallas program's ``tile`` (None: unbounded) holds this dot_general's
     contracted × output-column panel, padded to powers of two."""
-    lhs, rhs = node.inputs
-    (lhs_contract, rhs_contract), (_, rhs_batch) = node.params["dimension_numbers"]
+    lhs = node.inputs[0]
+    (lhs_contract, _), _ = node.params["dimension_numbers"]
     depth = math.prod(lhs.shape[d] for d in lhs_contract)
-    columns = math.prod(e for d, e in enumerate(rhs.shape)
-                        if d not in rhs_contract and d not in rhs_batch)
+    _, columns = gemm_sides(node)
     return tile is None or next_power_of_two(depth) * next_power_of_two(columns) <= tile
 
 
