@@ -124,10 +124,25 @@ class Options:
         if self.backend != "auto":
             return self.backend
         preferred = {"cpu": ["c", "xla"], "gpu": ["pallas", "xla"]}
-        for name in preferred.get(jax.default_backend(), ["xla"]):
+        for name in preferred.get(program_platform(), ["xla"]):
             if name in BACKENDS:
                 return name
         return "xla"
+
+
+def program_platform() -> str:
+    """The JAX platform ("cpu", "gpu", ...) a jitted program runs on here: the default device's
+    (``jax.default_device``), else the default backend's.
+
+    Example:
+        >>> with jax.default_device(jax.devices("cpu")[0]):
+        ...     program_platform()
+        'cpu'
+    """
+    device = jax.config.jax_default_device
+    if device is None:
+        return jax.default_backend()
+    return device if isinstance(device, str) else device.platform
 
 
 OPTION_NAMES = tuple(sorted(field.name for field in dataclasses.fields(Options)))

@@ -27,9 +27,10 @@ import jax
 
 from dnnfusion_jax.derivatives import FusedVjp, call_differentiable
 from dnnfusion_jax.executable import Executable, compile_plan
+from dnnfusion_jax.files import warn_once
 from dnnfusion_jax.frontend.ir import Graph
 from dnnfusion_jax.options import (BACKENDS, PLANNERS, Options, library_rule_names,
-                                   resolve_rules)
+                                   program_platform, resolve_rules)
 from dnnfusion_jax.fusion.backend import ToolMissing
 from dnnfusion_jax.fusion.plan import FusionPlan
 from dnnfusion_jax.rewrite.stage import RewriteStats, rewrite_graph
@@ -148,6 +149,13 @@ def _optimize_graph(name: str, traced: TracedFunction, options: Options,
 
     backend = options.resolved_backend()
     code_generator = BACKENDS[backend]()
+    platform = program_platform()
+    if code_generator.platforms is not None and platform not in code_generator.platforms:
+        warn_once(f"dnnfusion: backend={backend!r} builds kernels for "
+                  f"{' and '.join(code_generator.platforms)}, but programs here run on "
+                  f"{platform}; their blocks run unfused in XLA. Use backend='auto', or run on "
+                  f"a {code_generator.platforms[0]} device (jax.default_device).")
+        backend, code_generator = "xla", BACKENDS["xla"]()
     start = time.perf_counter()
     plan = PLANNERS[options.planner](code_generator, options).plan(graph)
     timings["plan_s"] = time.perf_counter() - start

@@ -287,3 +287,25 @@ def test_long_c_reductions_order_zeros_as_lax_says():
     columns = lambda z: (1 / jnp.max(z * 1.0, axis=0), 1 / jnp.min(z[::-1] * 1.0, axis=0))  # noqa: E731
     high, low = dnnfusion.jit(columns, backend="c", fallback=False)(rows)  # in memory order
     assert (np.asarray(high) == np.inf).all() and (np.asarray(low) == -np.inf).all()
+
+
+def test_c_backend_where_programs_run_on_a_gpu_warns_and_runs_xla(monkeypatch):
+    """backend="c" builds CPU kernels; where programs run on a GPU it says so once and its
+    blocks run in XLA (before, the GPU program called a CPU FFI handler and failed)."""
+    from dnnfusion_jax import pipeline
+    monkeypatch.setattr(pipeline, "program_platform", lambda: "gpu")
+    fn = lambda x: jnp.tanh(x) * 2.0 + 1.0  # noqa: E731
+    x = jnp.linspace(-2.0, 2.0, 64, dtype=jnp.float32)
+    fused = dnnfusion.jit(fn, backend="c", fallback=False)
+    with pytest.warns(RuntimeWarning, match="backend='c' builds kernels for cpu, but programs "
+                                            "here run on gpu"):
+        result = fused(x)
+    np.testing.assert_allclose(result, jax.jit(fn)(x), rtol=1e-6, atol=1e-6)
+    assert fused.explain(x).summary()["backend"] == "xla"
+
+
+def test_program_platform_follows_the_default_device():
+    from dnnfusion_jax.options import program_platform
+    with jax.default_device(jax.devices("cpu")[0]):
+        assert program_platform() == "cpu"
+    assert program_platform() == jax.default_backend()

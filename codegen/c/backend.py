@@ -65,6 +65,7 @@ class CBackend(KernelBackend):
     ``gemm_choice`` None: narrow GEMMs up to ``C_GEMM_FLOPS`` run in C kernels."""
 
     name = "c"
+    platforms = ("cpu",)  # host code behind an FFI handler registered for the CPU
 
     def __init__(self, cache_dir: str | Path | None = None,
                  compiler: str | Sequence[str] | None = None,

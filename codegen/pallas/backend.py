@@ -153,6 +153,7 @@ class PallasBackend(KernelBackend):
     ``gemm_flops`` run in Pallas kernels."""
 
     name = "pallas"
+    platforms = ("gpu", "cpu")  # Triton on a GPU; interpret mode on a CPU, for checking
 
     def __init__(self, interpret: bool | None = None, block_points: BlockPoints | None = None,
                  tile: int | None = None):

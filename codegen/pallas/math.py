@@ -1,7 +1,9 @@
 """Math the Pallas Triton lowering has no rule for, written with operations it has.
 
 Pallas on GPU (Triton, jax 0.10) lowers ``erf_inv`` but not ``erf`` or ``erfc``, and no
-``round``. Generated kernels call these instead (as ``pm.erf(x)`` ...), in interpret mode too,
+``round``; it lowers ``max``/``min`` and their reductions to ``maxnumf``/``minnumf``, which
+drop a NaN where XLA returns it (seen on an H200, jax 0.11.2). Generated kernels call these
+instead (as ``pm.erf(x)``, ``pm.max(x, y)`` ...), in interpret mode too,
 so the CPU tests check the very arithmetic a GPU runs. Each follows the C prelude's form
 (``codegen/c/prelude.h``) so both backends agree with XLA to a few ulp; float64 (and any other
 dtype) goes to the ``lax`` primitive unchanged.
@@ -15,6 +17,8 @@ Example:
     [-3.0, -1.0, 1.0, 2.0, 3.0, inf, nan]
     >>> bool(np.allclose(erf(x[:5]), [-0.999593, -0.520500, 0.520500, 0.966105, 0.999593]))
     True
+    >>> np.asarray(max(x, jnp.float32(0.0))).tolist()[-2:], float(reduce_min(x, (0,)))
+    ([inf, nan], nan)
 """
 from __future__ import annotations
 
@@ -105,3 +109,40 @@ def _signed(magnitude, x):
     negative = (x < 0) | ((x == 0) & (jnp.float32(1.0) / x < 0))
     result = jnp.where(negative, -lax.abs(magnitude), lax.abs(magnitude))
     return jnp.where(x != x, x, result)
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def max(x, y):  # noqa: A001 (the kernel IR's name)
+    """``lax.max`` with XLA's NaN rule on Triton too: a NaN on either side is the result."""
+    return _nan_kept(lax.max(x, y), x, y)
+
+
+def min(x, y):  # noqa: A001
+    """``lax.min`` with XLA's NaN rule on Triton too."""
+    return _nan_kept(lax.min(x, y), x, y)
+
+
+def _nan_kept(result, x, y):
+    if not _is_float(result):
+        return result
+    return jnp.where(x != x, x, jnp.where(y != y, y, result))
+
+
+def reduce_max(x, axes):
+    """``lax.reduce_max`` over ``axes``, NaN when any element is NaN (as XLA)."""
+    return _reduce_nan_kept(lax.reduce_max(x, axes), x, axes)
+
+
+def reduce_min(x, axes):
+    """``lax.reduce_min`` over ``axes``, NaN when any element is NaN (as XLA)."""
+    return _reduce_nan_kept(lax.reduce_min(x, axes), x, axes)
+
+
+def _reduce_nan_kept(result, x, axes):
+    if not _is_float(x):
+        return result
+    has_nan = lax.reduce_max((x != x).astype(jnp.int32), axes) > 0
+    return jnp.where(has_nan, jnp.asarray(jnp.nan, result.dtype), result)

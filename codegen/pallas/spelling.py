@@ -30,7 +30,7 @@ PALLAS_OPS = {
     "add": "lax.add({0}, {1})", "sub": "lax.sub({0}, {1})", "mul": "lax.mul({0}, {1})",
     "div": "lax.div({0}, {1})",  # integers: rounds toward zero, as XLA
     "rem": "lax.rem({0}, {1})",  # the sign of the dividend (C fmod), as XLA
-    "max": "lax.max({0}, {1})", "min": "lax.min({0}, {1})",  # NaN-propagating, as XLA
+    "max": "pm.max({0}, {1})", "min": "pm.min({0}, {1})",  # Triton's drop NaN; XLA's keep it
     "pow": "lax.pow({0}, {1})", "atan2": "lax.atan2({0}, {1})",
     "and": "lax.bitwise_and({0}, {1})", "or": "lax.bitwise_or({0}, {1})",
     "xor": "lax.bitwise_xor({0}, {1})",
@@ -41,8 +41,8 @@ PALLAS_OPS = {
 """Kernel IR operation → Pallas spelling: the primitives ``jax.jit`` itself runs, or their
 ``pallas_math`` forms where Triton has no rule."""
 
-REDUCERS = {"add": "lax.reduce_sum", "mul": "lax.reduce_prod", "max": "lax.reduce_max",
-            "min": "lax.reduce_min", "and": "lax.reduce_and", "or": "lax.reduce_or"}
+REDUCERS = {"add": "lax.reduce_sum", "mul": "lax.reduce_prod", "max": "pm.reduce_max",
+            "min": "pm.reduce_min", "and": "lax.reduce_and", "or": "lax.reduce_or"}
 """Reduce-stage combiner → reduction over an array axis."""
 
 JNP_DTYPES = {"f32": "jnp.float32", "f64": "jnp.float64", "i32": "jnp.int32",

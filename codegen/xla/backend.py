@@ -28,6 +28,7 @@ class XlaBackend:
     """Runs every block as plain lax operations (never raises UnsupportedBlock)."""
 
     name = "xla"
+    platforms = None  # XLA runs the blocks itself, wherever the program runs
     renders_gemms = False
     gemm_choice = None
     device_kind = None  # runs where jax.jit runs; measured as this machine's

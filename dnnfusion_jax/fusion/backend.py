@@ -54,9 +54,11 @@ class Backend(Protocol):
     ``renders_gemms``: the backend can run a dot_general inside its kernels, so
     ``profile=True`` may install a measured ``gemm_choice`` on it. ``device_kind``: the device
     its kernels run on, which keys its measurements (a GPU's kind); None: this machine's CPU.
+    ``platforms``: the JAX platforms its kernels run on ("cpu", "gpu"); None: any.
     """
 
     name: str
+    platforms: tuple[str, ...] | None
     renders_gemms: bool
     gemm_choice: GemmPolicy | None
     device_kind: str | None

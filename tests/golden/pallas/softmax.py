@@ -3,13 +3,13 @@ def block0_body(in0_ref, out0_ref):
     r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
     j0 = lax.broadcasted_iota(jnp.int32, (1, 64), 1)
     v0 = plgpu.load(in0_ref.at[(j0 + r * 64)])
-    v1 = lax.expand_dims(lax.reduce_max(v0, (1,)), (1,))
+    v1 = lax.expand_dims(pm.reduce_max(v0, (1,)), (1,))
     # t2[0] = add-reduce over j2<64: exp(sub(in0[j2 + r0*64], max(-inf, t0[0])))  for rows
     r = pl.program_id(0) * 8 + lax.broadcasted_iota(jnp.int32, (8, 1), 0)
     j1 = lax.broadcasted_iota(jnp.int32, (1, 64), 1)
     v2 = v0  # in0 at these lanes, as held above
     v3 = v1  # t0 at these lanes, as held above
-    v4 = lax.max(np.float32(-np.inf), v3)
+    v4 = pm.max(np.float32(-np.inf), v3)
     v5 = lax.sub(v2, v4)
     v6 = lax.exp(v5)
     v7 = lax.expand_dims(lax.reduce_sum(v6, (1,)), (1,))
