@@ -29,6 +29,7 @@ from dnnfusion_jax.derivatives import FusedVjp, call_differentiable
 from dnnfusion_jax.executable import Executable, compile_plan
 from dnnfusion_jax.files import warn_once
 from dnnfusion_jax.frontend.ir import Graph
+from dnnfusion_jax.loops import BodyReport, optimize_bodies
 from dnnfusion_jax.options import (BACKENDS, PLANNERS, Options, library_rule_names,
                                    program_platform, resolve_rules)
 from dnnfusion_jax.fusion.backend import ToolMissing
@@ -55,6 +56,7 @@ class OptimizedFunction:
     internal_error: str | None = None
     rewrite_stats: RewriteStats = field(default_factory=RewriteStats)
     fused_derivatives: bool = True
+    loop_bodies: list[BodyReport] = field(default_factory=list)
     _vjp: FusedVjp | None = field(default=None, repr=False)
 
     @property
@@ -134,8 +136,12 @@ def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
 
 def _optimize_graph(name: str, traced: TracedFunction, options: Options,
                     timings: dict[str, float]) -> OptimizedFunction:
-    graph, fired = traced.graph, Counter()
-    stats = RewriteStats()
+    start = time.perf_counter()
+    graph, bodies = optimize_bodies(traced.graph, lambda fun, avals, label: optimize(
+        fun, avals, {}, options, label, fused_derivatives=False), name)
+    if bodies:
+        timings["loop_bodies_s"] = time.perf_counter() - start
+    fired, stats = Counter(), RewriteStats()
     if options.rewrite:
         start = time.perf_counter()
         graph, fired = simplify(graph)
@@ -168,7 +174,7 @@ def _optimize_graph(name: str, traced: TracedFunction, options: Options,
     _debug(options, f"generated code ({backend})",
            "\n".join(kernel.source for kernel in executable.kernels))
     return OptimizedFunction(name, options, traced, graph, dict(fired), plan, executable,
-                             backend, timings, rewrite_stats=stats)
+                             backend, timings, rewrite_stats=stats, loop_bodies=bodies)
 
 
 def _rewrite(name: str, graph: Graph, options: Options) -> tuple[Graph, RewriteStats]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from dnnfusion_jax.loops import LOOP_BODIES, loop_bodies_of
 from dnnfusion_jax.ops.cost import total_flops
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 
@@ -60,8 +61,9 @@ class Report:
         ``intermediate_bytes`` sums values written by one block and read by another.
         """
         opt = self.optimized
-        opaque = sorted({node.op for node in self.graph.nodes
-                         if node_mapping_type(node) is MappingType.OPAQUE})
+        opaque = sorted({node.op for node in self.graph.nodes  # loops are reported as loops
+                         if node_mapping_type(node) is MappingType.OPAQUE
+                         and node.op not in LOOP_BODIES})
         return {
             "jaxpr_ops": opt.traced.jaxpr_ops,
             "ops_after_rewrite": len(self.graph.nodes),
@@ -83,6 +85,7 @@ class Report:
             "fused_kernels": sum(1 for k in opt.executable.kernels if k.backend != "xla"),
             "left_to_xla": summarize_reasons(self.block_reasons().values()),
             "internal_error": opt.internal_error,
+            "loops": [body.summary() for body in opt.loop_bodies],
             **{key: round(value, 6) for key, value in opt.timings.items()},
         }
 
@@ -103,6 +106,13 @@ class Report:
         if kernel.backend != "xla":
             return None
         block = kernel.block
+        bodies = self._bodies(block)
+        if bodies:
+            kernels = sum(b.summary()["fused_kernels"] for b in bodies)
+            what = "the branch" if block.nodes[0].op == "cond" else "the loop"
+            return (f"{block.nodes[0].op}: XLA runs {what}; its "
+                    f"{'body runs' if len(bodies) == 1 else 'bodies run'} {kernels} fused "
+                    f"kernel{'' if kernels == 1 else 's'} (plans below it)")
         if block.mapping_type is MappingType.OPAQUE:
             ops = sorted({n.op for n in block.nodes
                           if node_mapping_type(n) is MappingType.OPAQUE})
@@ -165,13 +175,35 @@ class Report:
             ops = "+".join(block.ops)
             runs_as = ("left to XLA" if block.id in reasons else
                        f"fused kernel ({kernel.backend})")
-            lines.append(f"  {block.id:>5}  {block.mapping_type.label:<12}  {runs_as:<18}  "
+            label = ("Loop" if self._bodies(block) else block.mapping_type.label)
+            lines.append(f"  {block.id:>5}  {label:<12}  {runs_as:<18}  "
                          f"{len(block.nodes):>3}  "
                          f"{_si(sum(v.nbytes for v in block.outputs), 'B'):>9}"
                          f"  {ops if len(ops) <= 60 else ops[:57] + '...'}")
             if verbose and block.id in reasons:
                 lines.append(f"{'':9}left to XLA: {reasons[block.id]}")
+            for body in self._bodies(block):
+                lines += self._body_lines(body, verbose)
         return "\n".join(lines)
+
+    def _bodies(self, block: Any) -> list[Any]:
+        """The loop bodies of a block that is one loop or branch node (else none)."""
+        if len(block.nodes) != 1:
+            return []
+        held = loop_bodies_of(block.nodes[0])
+        return [body for body in self.optimized.loop_bodies
+                if any(body.jaxpr is jaxpr for jaxpr in held)]
+
+    @staticmethod
+    def _body_lines(body: Any, verbose: bool) -> list[str]:
+        """A body's plan, indented under its loop (nested loops further in)."""
+        s = body.summary()
+        head = (f"{'':9}{s['loop']}: {s['jaxpr_ops']} ops, {s['blocks']} blocks, "
+                f"{s['fused_kernels']} fused kernels"
+                + (f"; runs {s['runs']}" if body.reason else ""))
+        table = Report(body.optimized).format(verbose).split("\n")
+        rows = table[table.index("") + 2:]  # the body's block rows, after its header
+        return [head, *(f"{'':8}{row}" for row in rows)]
 
     def to_dot(self) -> str:
         """Graphviz DOT: inputs as ellipses, each block a cluster coloured by mapping type."""
@@ -228,6 +260,10 @@ def summarize_reasons(reasons: Any) -> dict[str, int]:
             noun = "block"
         summary[f"{count} {noun}{'' if count == 1 else 's'}: {reason}"] = count
     return summary
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
 
 
 def _si(value: float, unit: str = "") -> str:

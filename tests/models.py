@@ -7,7 +7,8 @@ Shapes are kept small so that one forward pass compiles and runs in well under a
 two CPU cores.
 
 ``EXPECTED_OPAQUE`` names, per model, primitives that must survive tracing and rewriting as
-Opaque (unfused) nodes: control flow, sorting and random number generation.
+Opaque (unfused) nodes: control flow (whose bodies the report lists as loops), sorting and
+random number generation.
 """
 from __future__ import annotations
 

@@ -48,11 +48,13 @@ def test_dot_then_elementwise_is_a_custom_fusion_and_a_loop_fusion():
     assert k.custom_fusion_ops == 1  # the __ynn_fusion's computation holds just the dot
 
 
-def test_while_loop_counts_one_plus_the_copies_that_feed_it():
+def test_while_loop_counts_one_plus_the_copies_that_feed_it_and_its_bodies():
     # ENTRY: copy of x (f32[8,128]), copy of the counter's constant 0 (s32[]), a tuple (free),
-    # the while (one kernel, its body's fusions not counted), get-tuple-element (free, ROOT).
+    # the while (one kernel), get-tuple-element (free, ROOT); then the kernels of the while's
+    # condition and body (the compare, the counter's add, the c * 2 + 1 fusion).
     k = xla_kernels(lambda x: jax.lax.fori_loop(0, 10, lambda i, c: c * 2.0 + 1.0, x), X)
-    assert k.count == 3 and k.by_kind == {"copy": 2, "while": 1}
+    assert k.by_kind == {"copy": 2, "while": 1} and k.loop_kernels >= 2
+    assert k.count == 3 + k.loop_kernels
     assert k.intermediate_bytes == 8 * 128 * 4 + 4  # both copies are read by the while
 
 

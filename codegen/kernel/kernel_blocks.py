@@ -100,3 +100,6 @@ def require_kernel_block(block: Block, gemm_in_kernel: GemmPolicy | None = None)
             raise UnsupportedBlock(f"{node.op}: {reason}")
     if all(node.op in LAYOUT_ONLY for node in block.nodes):
         raise UnsupportedBlock("only reshapes: a free bitcast in XLA")
+    if all(var.size == 1 for var in (*block.inputs, *block.outputs)):
+        # a loop counter's i + 1: XLA computes it in place, a kernel call costs a µs or two
+        raise UnsupportedBlock("scalars only: cheaper in XLA than a kernel call")

@@ -25,6 +25,7 @@ from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
+from dnnfusion_jax.frontend.loop_invariants import split_invariants
 
 # Call-like primitive → the parameter holding the jaxpr of its body.
 INLINED_CALLS: dict[str, str] = {
@@ -106,6 +107,34 @@ def import_jaxpr(closed: ClosedJaxpr) -> tuple[Graph, int]:
     return graph, importer.jaxpr_ops
 
 
+def count_equations(jaxpr: Jaxpr | ClosedJaxpr) -> int:
+    """Equations of ``jaxpr`` with nested calls flattened and loop and branch bodies counted
+    (as ``TracedFunction.jaxpr_ops`` counts them).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jax import lax
+        >>> f = lambda x: lax.fori_loop(0, 3, lambda i, c: jnp.sin(c) * 2.0, x)
+        >>> count_equations(jax.make_jaxpr(f)(jnp.ones(2)))  # a scan; add, sin, mul inside
+        4
+    """
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0
+    for eqn in jaxpr.eqns:
+        inner = sum(map(count_equations, _sub_jaxprs(eqn.params)))
+        total += inner if eqn.primitive.name in INLINED_CALLS else 1 + inner
+    return total
+
+
+def _sub_jaxprs(params: dict) -> list[Any]:
+    found = []
+    for value in params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, (Jaxpr, ClosedJaxpr)):
+                found.append(item)
+    return found
+
+
 def _var_like(jaxpr_var: Any) -> Var:
     aval = jaxpr_var.aval
     return Var(tuple(getattr(aval, "shape", ())), getattr(aval, "dtype", aval),
@@ -141,10 +170,16 @@ class _Importer:
                 self.jaxpr_ops += 1
                 outs = ins
             else:
-                self.jaxpr_ops += 1
+                params = dict(eqn.params)
+                split = split_invariants(eqn)
+                if split is not None:  # the loop's invariant work runs once, before it
+                    residuals = self.inline(split.hoisted.jaxpr, ins[split.constants],
+                                            split.hoisted.consts)
+                    ins, params = split.operands(ins, residuals), split.params
+                self.jaxpr_ops += 1 + sum(map(count_equations, _sub_jaxprs(params)))
                 outs = [_var_like(v) for v in eqn.outvars]
                 primitive = CANONICAL.get(name, eqn.primitive)
-                self.nodes.append(Node(primitive, tuple(ins), tuple(outs), dict(eqn.params),
+                self.nodes.append(Node(primitive, tuple(ins), tuple(outs), params,
                                        frozenset(eqn.effects)))
             env.update(zip(eqn.outvars, outs))
         return [self._read(env, atom) for atom in jaxpr.outvars]

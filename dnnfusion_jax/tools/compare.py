@@ -51,7 +51,8 @@ ROW_KEYS = ("name", "jaxpr_ops", "ops_after_rewrite", "xla_kernels", "blocks",
             "flops_before", "flops_after", "xla_intermediate_bytes",
             "dnnfusion_intermediate_bytes", "ms_xla", "ms_dnnfusion", "speedup", "repeats",
             "max_abs_err", "max_rel_err", "matches", "optimize_s", "xla_compile_s", "backend",
-            "xla_kernels_by_kind", "xla_custom_fusion_ops", "internal_error")
+            "xla_kernels_by_kind", "xla_custom_fusion_ops", "xla_loop_kernels",
+            "loop_body_blocks", "internal_error")
 """The keys of ``compare_xla``'s result, in order."""
 
 
@@ -77,7 +78,8 @@ def compare_xla(fn: Callable, *args: Any, backend: str = "auto", repeats: int | 
     abs_err, rel_err, matches = output_errors(actual, expected)
     ms_xla, ms_ours, repeats = time_interleaved(reference, ours, args, repeats)
 
-    jaxpr_ops, blocks = summary["jaxpr_ops"], summary["blocks"]
+    # blocks inside loop bodies count, as XLA's kernels inside while bodies do
+    jaxpr_ops, blocks = summary["jaxpr_ops"], summary["blocks"] + _body_blocks(summary)
     return {
         "name": name, "jaxpr_ops": jaxpr_ops, "ops_after_rewrite": summary["ops_after_rewrite"],
         "xla_kernels": xla.count, "blocks": blocks, "dnnfusion_xla_kernels": own_xla.count,
@@ -91,8 +93,13 @@ def compare_xla(fn: Callable, *args: Any, backend: str = "auto", repeats: int | 
         "optimize_s": sum(v for k, v in summary.items() if k.endswith("_s")),
         "xla_compile_s": xla_compile_s, "backend": summary["backend"],
         "xla_kernels_by_kind": xla.by_kind, "xla_custom_fusion_ops": xla.custom_fusion_ops,
+        "xla_loop_kernels": xla.loop_kernels, "loop_body_blocks": _body_blocks(summary),
         "internal_error": summary["internal_error"],
     }
+
+
+def _body_blocks(summary: dict) -> int:
+    return sum(body["blocks"] for body in summary.get("loops", []))
 
 
 def time_interleaved(first: Callable, second: Callable, args: tuple,

@@ -4,8 +4,10 @@
 optimised HLO text (``jax.jit(fn).lower(*args).compile().as_text()``). In its ENTRY computation
 every instruction that does work is one kernel: each ``fusion`` (kinds ``kLoop``, ``kInput``,
 ``kOutput``, and ``kCustom`` ones such as XLA:CPU's ``__ynn_fusion``), and each unfused op
-(``dot``, ``convolution``, ``copy``, ``sort``, ``custom-call``, ...). A ``while``,
-``conditional`` or ``call`` counts one, whatever its body holds. Free ops do not count:
+(``dot``, ``convolution``, ``copy``, ``sort``, ``custom-call``, ...). A ``call`` counts one,
+whatever its body holds; a ``while`` or ``conditional`` counts one, and the kernels of its
+condition, body and branches count too (``loop_kernels``, nested loops included), as the
+report counts the blocks of loop bodies. Free ops do not count:
 ``parameter``, ``constant``, ``get-tuple-element``, ``tuple``, ``bitcast``, a ``reshape``
 between row-major layouts (a bitcast), and the ``-done``/``-update`` halves of async pairs.
 
@@ -92,6 +94,7 @@ class XlaKernels:
     intermediate_bytes: int
     kernels: tuple[tuple[str, str], ...] = ()
     custom_fusion_ops: int = 0
+    loop_kernels: int = 0
 
 
 def xla_kernels(fn: Callable, *args: Any, **kwargs: Any) -> XlaKernels:
@@ -130,11 +133,45 @@ def count_kernels(hlo_text: str) -> XlaKernels:
             body = computations.get(called.group(1), [])
             body_shapes = {inst.name: inst.shape for inst in body}
             inside += sum(_is_kernel(inst, body_shapes) for inst in body)
-    return XlaKernels(count=len(kernels),
+    in_loops = _loop_kernels(computations, instructions)
+    return XlaKernels(count=len(kernels) + in_loops,
                       by_kind=dict(sorted(Counter(k.kind for k in kernels).items())),
                       intermediate_bytes=_intermediate_bytes(instructions, shapes),
                       kernels=tuple((k.name, k.kind) for k in kernels),
-                      custom_fusion_ops=inside)
+                      custom_fusion_ops=inside, loop_kernels=in_loops)
+
+
+_CALLED_BODIES = re.compile(r"\b(?:condition|body|true_computation|false_computation)=%?([\w.\-]+)"
+                            r"|\bbranch_computations=\{([^}]*)\}")
+
+
+def loop_bodies(inst: HloInstruction) -> list[str]:
+    """The computations a ``while`` (condition, body) or ``conditional`` (branches) runs.
+
+    Example:
+        >>> inst = HloInstruction("w", "while", "f32[]", (), ", condition=%c, body=%b", False)
+        >>> loop_bodies(inst)
+        ['c', 'b']
+    """
+    if inst.opcode not in ("while", "conditional"):
+        return []
+    names = []
+    for single, several in _CALLED_BODIES.findall(inst.attributes):
+        names += [single] if single else re.findall(r"%?([\w.\-]+)", several)
+    return names
+
+
+def _loop_kernels(computations: dict[str, list[HloInstruction]],
+                  instructions: list[HloInstruction]) -> int:
+    """Kernels inside the loop and branch bodies that ``instructions`` run, nested ones too."""
+    total = 0
+    for inst in instructions:
+        for name in loop_bodies(inst):
+            body = computations.get(name, [])
+            shapes = {i.name: i.shape for i in body}
+            total += sum(_is_kernel(i, shapes) for i in body)
+            total += _loop_kernels(computations, body)
+    return total
 
 
 def parse_entry(hlo_text: str) -> list[HloInstruction]:
