@@ -139,3 +139,24 @@ def test_compare_counts_kernels_inside_loops():
     row = compare_xla(fn, *args, repeats=3)
     assert row["matches"] and row["xla_loop_kernels"] >= 3 and row["loop_body_blocks"] == 3
     assert row["blocks"] >= row["loop_body_blocks"] + 1
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_small_scanned_inputs_are_indexed_inside_the_body(reverse):
+    """A per-layer bias scanned over (``frontend/scan_slices.py``) becomes a loop constant that
+    the body indexes with a counter, forwards and in reverse; the kernel reads it in place."""
+    def f(x, biases, scales):
+        def body(c, layer):
+            bias, scale = layer
+            return jnp.tanh(c * scale + bias), jnp.sum(c)
+        return lax.scan(body, x, (biases, scales), reverse=reverse)
+    rng = np.random.default_rng(3)
+    args = (rng.standard_normal((4, 32), np.float32), rng.standard_normal((5, 32), np.float32),
+            rng.standard_normal((5, 4, 32), np.float32))
+    fused = dnnfusion.jit(f, fallback=False)
+    assert_trees_match(fused(*args), jax.jit(f)(*args), what=f"reverse={reverse}")
+    opt = fused.explain(*args).optimized
+    (scan,) = [node for node in opt.traced.graph.nodes if node.op == "scan"]
+    assert scan.params["num_consts"] == 2 and scan.params["num_carry"] == 2  # + the counter
+    body_ops = [node.op for node in opt.loop_bodies[0].optimized.traced.graph.nodes]
+    assert body_ops.count("dynamic_slice") == 2

@@ -21,7 +21,7 @@ Example:
     >>> def f(x, w):
     ...     return lax.scan(lambda c, _: (jnp.tanh(c @ w.T), None), x, None, length=3)[0]
     >>> scan = jax.make_jaxpr(f)(jnp.ones((2, 4)), jnp.ones((4, 4))).jaxpr.eqns[0]
-    >>> split = split_invariants(scan)
+    >>> split = split_invariants("scan", scan.params)
     >>> [e.primitive.name for e in split.hoisted.jaxpr.eqns], split.params["num_consts"]
     (['transpose'], 2)
 """
@@ -65,16 +65,15 @@ class InvariantSplit:
         return [*operands[:end], *residuals, *operands[end:]]
 
 
-def split_invariants(eqn: Any) -> InvariantSplit | None:
-    """``eqn`` (a ``scan`` or ``while`` equation) with its loop-invariant work split out, or
-    None when nothing in its body is worth hoisting."""
-    name = eqn.primitive.name
+def split_invariants(name: str, loop_params: dict[str, Any]) -> InvariantSplit | None:
+    """A ``scan`` or ``while`` (its primitive's name and parameters) with its loop-invariant
+    work split out, or None when nothing in its body is worth hoisting."""
     if name not in LOOP_INVARIANTS:
         return None
     body_param, count_param, _ = LOOP_INVARIANTS[name]
-    body: ClosedJaxpr = eqn.params[body_param]
-    num_invariant = eqn.params[count_param]
-    start = eqn.params["cond_nconsts"] if name == "while" else 0
+    body: ClosedJaxpr = loop_params[body_param]
+    num_invariant = loop_params[count_param]
+    start = loop_params["cond_nconsts"] if name == "while" else 0
     jaxpr = body.jaxpr
     invariant_in = jaxpr.invars[:num_invariant]
     invariant = set(invariant_in) | set(jaxpr.constvars)
@@ -97,7 +96,7 @@ def split_invariants(eqn: Any) -> InvariantSplit | None:
     new_invars = [*invariant_in, *residuals, *jaxpr.invars[num_invariant:]]
     new_body = jaxpr.replace(invars=new_invars, eqns=kept,
                              debug_info=_unnamed(jaxpr, len(new_invars), len(jaxpr.outvars)))
-    params = dict(eqn.params)
+    params = dict(loop_params)
     params[body_param] = ClosedJaxpr(new_body, body.consts)
     params[count_param] = num_invariant + len(residuals)
     if "linear" in params:  # scan: the residuals are not linear in the loop's tangents

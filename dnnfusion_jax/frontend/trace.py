@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import numpy as np
 from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, jaxpr_as_fun
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.frontend.loop_invariants import split_invariants
+from dnnfusion_jax.frontend.scan_slices import index_small_slices
 
 # Call-like primitive → the parameter holding the jaxpr of its body.
 INLINED_CALLS: dict[str, str] = {
@@ -171,15 +173,23 @@ class _Importer:
                 outs = ins
             else:
                 params = dict(eqn.params)
-                split = split_invariants(eqn)
+                outs = [_var_like(v) for v in eqn.outvars]
+                node_outs = outs
+                indexed = index_small_slices(eqn)
+                if indexed is not None:  # small scanned inputs read where they are used
+                    zero = Var((), np.dtype(np.int32))
+                    self.constants[zero] = np.int32(0)
+                    ins, params = indexed.operands(ins, zero), indexed.params
+                    node_outs = [*outs[:indexed.num_carry], Var((), np.dtype(np.int32)),
+                                 *outs[indexed.num_carry:]]
+                split = split_invariants(name, params)
                 if split is not None:  # the loop's invariant work runs once, before it
                     residuals = self.inline(split.hoisted.jaxpr, ins[split.constants],
                                             split.hoisted.consts)
                     ins, params = split.operands(ins, residuals), split.params
                 self.jaxpr_ops += 1 + sum(map(count_equations, _sub_jaxprs(params)))
-                outs = [_var_like(v) for v in eqn.outvars]
                 primitive = CANONICAL.get(name, eqn.primitive)
-                self.nodes.append(Node(primitive, tuple(ins), tuple(outs), params,
+                self.nodes.append(Node(primitive, tuple(ins), tuple(node_outs), params,
                                        frozenset(eqn.effects)))
             env.update(zip(eqn.outvars, outs))
         return [self._read(env, atom) for atom in jaxpr.outvars]
