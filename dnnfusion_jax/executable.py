@@ -59,12 +59,16 @@ def _weak_as_traced(value: Any, var: Var) -> Any:
     return lax_internal._convert_element_type(value, np.dtype(var.dtype), weak_type=True)
 
 
-def compile_plan(plan: FusionPlan, backend: Backend) -> Executable:
-    """Compiles every block with ``backend``, falling back to xla block by block."""
+def compile_plan(plan: FusionPlan, backend: Backend,
+                 left_to_xla: dict[int, str] | None = None) -> Executable:
+    """Compiles every block with ``backend``, falling back to xla block by block;
+    ``left_to_xla``: block id → why XLA runs it, whatever the backend could do."""
     reference = backend if isinstance(backend, XlaBackend) else XlaBackend()
     kernels = []
     for block in plan.blocks:
         try:
+            if left_to_xla and block.id in left_to_xla:
+                raise UnsupportedBlock(left_to_xla[block.id])
             kernels.append(backend.compile_block(block, plan.graph.constants))
         except UnsupportedBlock as why:
             kernel = reference.compile_block(block, plan.graph.constants)

@@ -29,7 +29,7 @@ from dnnfusion_jax.derivatives import FusedVjp, call_differentiable
 from dnnfusion_jax.executable import Executable, compile_plan
 from dnnfusion_jax.files import warn_once
 from dnnfusion_jax.frontend.ir import Graph
-from dnnfusion_jax.loops import BodyReport, optimize_bodies
+from dnnfusion_jax.loops import BodyReport, in_place_updates, optimize_bodies
 from dnnfusion_jax.options import (BACKENDS, PLANNERS, Options, library_rule_names,
                                    program_platform, resolve_rules)
 from dnnfusion_jax.fusion.backend import ToolMissing
@@ -96,9 +96,12 @@ class OptimizedFunction:
 
 
 def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
-             name: str | None = None, fused_derivatives: bool = True) -> OptimizedFunction:
+             name: str | None = None, fused_derivatives: bool = True,
+             carried: Sequence[int] = ()) -> OptimizedFunction:
     """Traces ``fun(*args, **kwargs)`` and optimises it; ``args`` may hold tracers.
 
+    ``carried``: positions of outputs that a loop feeds back as its state (``fun`` is a loop
+    body); XLA updates those in place where a kernel's result would be copied.
     ``fused_derivatives``: whether its first derivatives are optimised too (False for the
     forward and backward functions themselves: their derivatives use the reference).
 
@@ -113,7 +116,7 @@ def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
     timings["trace_s"] = time.perf_counter() - start
     _debug(options, f"jaxpr of {name}", traced.closed_jaxpr)
     try:
-        optimized = _optimize_graph(name, traced, options, timings)
+        optimized = _optimize_graph(name, traced, options, timings, carried)
         optimized.fused_derivatives = fused_derivatives
         return optimized
     except Exception as error:  # an optimiser bug must not cost the user a wrong result or a crash
@@ -135,10 +138,10 @@ def optimize(fun: Callable, args: Sequence[Any], kwargs: dict, options: Options,
 
 
 def _optimize_graph(name: str, traced: TracedFunction, options: Options,
-                    timings: dict[str, float]) -> OptimizedFunction:
+                    timings: dict[str, float], carried: Sequence[int] = ()) -> OptimizedFunction:
     start = time.perf_counter()
-    graph, bodies = optimize_bodies(traced.graph, lambda fun, avals, label: optimize(
-        fun, avals, {}, options, label, fused_derivatives=False), name)
+    graph, bodies = optimize_bodies(traced.graph, lambda fun, avals, label, carried: optimize(
+        fun, avals, {}, options, label, fused_derivatives=False, carried=carried), name)
     if bodies:
         timings["loop_bodies_s"] = time.perf_counter() - start
     fired, stats = Counter(), RewriteStats()
@@ -169,7 +172,7 @@ def _optimize_graph(name: str, traced: TracedFunction, options: Options,
            "\n".join(f"  {block!r}" for block in plan.blocks))
 
     start = time.perf_counter()
-    executable = compile_plan(plan, code_generator)
+    executable = compile_plan(plan, code_generator, in_place_updates(plan, carried))
     timings["compile_s"] = time.perf_counter() - start
     _debug(options, f"generated code ({backend})",
            "\n".join(kernel.source for kernel in executable.kernels))

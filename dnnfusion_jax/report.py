@@ -175,7 +175,8 @@ class Report:
             ops = "+".join(block.ops)
             runs_as = ("left to XLA" if block.id in reasons else
                        f"fused kernel ({kernel.backend})")
-            label = ("Loop" if self._bodies(block) else block.mapping_type.label)
+            label = (("Branch" if block.nodes[0].op == "cond" else "Loop")
+                     if self._bodies(block) else block.mapping_type.label)
             lines.append(f"  {block.id:>5}  {label:<12}  {runs_as:<18}  "
                          f"{len(block.nodes):>3}  "
                          f"{_si(sum(v.nbytes for v in block.outputs), 'B'):>9}"

@@ -52,7 +52,11 @@ def test_loop_models_match_jax_jit_with_kernels_inside_the_loops(name):
     assert_trees_match(fused(*args), jax.jit(fn)(*args), what=name)
     summary = fused.explain(*args).summary()
     assert not set(summary["opaque_primitives"]) & set(LOOPS), summary["opaque_primitives"]
-    assert summary["loops"] and all(body["runs"] == "optimised" for body in summary["loops"])
+    # a body whose only work is an in-place update of the loop's state (the while's Newton
+    # step) is XLA's: it runs as traced, with the reason
+    assert any(body["runs"] == "optimised" for body in summary["loops"])
+    assert all(body["runs"] in ("optimised", "as traced: no fused kernel in it: XLA runs it "
+                                "as traced") for body in summary["loops"]), summary["loops"]
     assert kernels_inside_loops(fused.lower(*args).compile().as_text()) >= 1
 
 
