@@ -44,7 +44,8 @@ class DnnFusionFunction:
 
     def __init__(self, fun: Callable, options: Options, static_argnums: Iterable[int] = (),
                  static_argnames: Iterable[str] = (), donate_argnums: Iterable[int] = (),
-                 donate_argnames: Iterable[str] = ()) -> None:
+                 donate_argnames: Iterable[str] = (), *,
+                 jit_keywords: dict[str, Any] | None = None) -> None:
         if not callable(fun):
             raise TypeError(f"dnnfusion.jit expects a callable, got {fun!r}")
         for name, value, kind in (("static_argnums", static_argnums, int),
@@ -59,6 +60,7 @@ class DnnFusionFunction:
         self.static_argnums, self.static_argnames = _resolve_static(
             fun, _as_tuple(static_argnums), _as_tuple(static_argnames))
         self._plans: dict[Any, OptimizedFunction] = {}
+        self._jit_keywords = dict(jit_keywords or {})
         functools.update_wrapper(self, fun)
 
         @functools.wraps(fun)
@@ -68,7 +70,8 @@ class DnnFusionFunction:
         self._jitted = jax.jit(traced_body, static_argnums=self.static_argnums,
                                static_argnames=self.static_argnames,
                                donate_argnums=_as_tuple(donate_argnums),
-                               donate_argnames=_as_tuple(donate_argnames))
+                               donate_argnames=_as_tuple(donate_argnames),
+                               **(jit_keywords or {}))  # in_shardings etc., as given
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._jitted(*args, **kwargs)
@@ -92,7 +95,19 @@ class DnnFusionFunction:
         """
         dynamic_args, dynamic_kwargs, statics = self._split_static(args, kwargs)
         abstract = jax.tree_util.tree_map(_abstract, (dynamic_args, dynamic_kwargs))
-        return Report(self._optimized_for(*abstract, statics))
+        report = Report(self._optimized_for(*abstract, statics))
+        if self._sharded_over_devices(args, kwargs):
+            # XLA's partitioner decides where kernels split; compiling (not running) the
+            # program records the per-device shapes it compiled them at for the report
+            self._jitted.lower(*args, **kwargs).compile()
+        return report
+
+    def _sharded_over_devices(self, args: tuple, kwargs: dict) -> bool:
+        """Whether an argument (or ``in_shardings``) spreads over more than one device."""
+        if "in_shardings" in self._jit_keywords:
+            return True
+        return any(len(getattr(getattr(leaf, "sharding", None), "device_set", ())) > 1
+                   for leaf in jax.tree_util.tree_leaves((args, kwargs)))
 
     def _run_traced(self, args: tuple, kwargs: dict) -> Any:
         """The body of the jax.jit: find or build the plan for this signature, then run it."""
@@ -137,16 +152,24 @@ class DnnFusionFunction:
         return f"<dnnfusion.jit {getattr(self.fun, '__qualname__', self.fun)!r} {self.options}>"
 
 
+_UNSET: Any = object()
+"""A ``jax.jit`` keyword the caller did not give (None means something to jax.jit)."""
+
+
 def jit(fun: Callable | None = None, *, backend: str = "auto",
         static_argnums: int | Iterable[int] = (), static_argnames: str | Iterable[str] = (),
         donate_argnums: int | Iterable[int] = (), donate_argnames: str | Iterable[str] = (),
-        debug: bool = False, **options: Any) -> Any:
+        debug: bool = False, in_shardings: Any = _UNSET, out_shardings: Any = _UNSET,
+        keep_unused: Any = _UNSET, **options: Any) -> Any:
     """Compile ``fun`` with DNNFusion-style fusion; same calling convention as ``jax.jit``.
 
     Use bare (``@dnnfusion.jit``) or with options (``@dnnfusion.jit(backend="xla")``).
     Other options: ``planner`` ("dnnfusion", the default, "greedy" or "none"), ``profile``
     (default False: time kernels to settle YELLOW fusions), ``rewrite`` (default True),
     ``fallback`` (default True: an internal optimiser error warns and runs unfused).
+    ``in_shardings``, ``out_shardings`` and ``keep_unused`` are ``jax.jit``'s, passed to it
+    as they are; over several devices the partitioner splits the fused kernels
+    (``codegen/kernel/sharded_call.py``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -158,12 +181,17 @@ def jit(fun: Callable | None = None, *, backend: str = "auto",
         [[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]
     """
     checked = make_options(backend=backend, debug=debug, **options)
+    jit_keywords = {name: value for name, value in (("in_shardings", in_shardings),
+                                                    ("out_shardings", out_shardings),
+                                                    ("keep_unused", keep_unused))
+                    if value is not _UNSET}  # unset: jax.jit's own defaults
     if fun is None:
         return functools.partial(jit, backend=backend, static_argnums=static_argnums,
                                  static_argnames=static_argnames, donate_argnums=donate_argnums,
-                                 donate_argnames=donate_argnames, debug=debug, **options)
+                                 donate_argnames=donate_argnames, debug=debug, **jit_keywords,
+                                 **options)
     return DnnFusionFunction(fun, checked, static_argnums, static_argnames, donate_argnums,
-                             donate_argnames)
+                             donate_argnames, jit_keywords=jit_keywords)
 
 
 class BoundDnnFusionFunction:

@@ -33,8 +33,14 @@ class Executable:
     def __init__(self, plan: FusionPlan, kernels: list[Kernel]) -> None:
         self.plan = plan
         self.kernels = kernels
+        self._collected = False
 
     def __call__(self, *inputs: Any) -> list[Any]:
+        if not self._collected:  # before XLA's threads may call back into Python
+            # imported here: sharded_call imports the IR, whose package imports this module
+            from codegen.kernel.sharded_call import collect_before_partitioning
+            collect_before_partitioning()
+            self._collected = True
         graph = self.plan.graph
         env = dict(graph.constants)
         env.update(zip(graph.inputs, inputs))

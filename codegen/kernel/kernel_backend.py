@@ -40,9 +40,12 @@ from typing import Any
 
 from codegen.kernel.kernel_blocks import kernel_fusible, require_kernel_block
 from codegen.kernel.kernel_ir import LoopKernel
+from codegen.kernel.sharded_call import ShardBuilder, ShardedKernel, replay_block
 from dnnfusion_jax.frontend.ir import Node, Var
-from dnnfusion_jax.fusion.backend import GemmPolicy, Kernel
+from dnnfusion_jax.fusion.backend import GemmPolicy, Kernel, UnsupportedBlock
 from dnnfusion_jax.fusion.plan import Block
+from dnnfusion_jax.fusion.shard_block import shard_block
+from dnnfusion_jax.fusion.shard_factors import BlockFactors
 
 KernelCall = Callable[[Sequence[Any]], Sequence[Any]]
 """A built kernel: its inputs (``LoopKernel.input_vars``' values, in order) → its outputs."""
@@ -101,11 +104,33 @@ class KernelBackend(ABC):
         source, loop_kernel = self.source(block, constants)
         call = self.build(block, source, loop_kernel)
         positions = input_positions(block, loop_kernel)
+        # over several devices the partitioner may split the kernel (sharded_call.py)
+        sharded = ShardedKernel(call, block, loop_kernel.input_vars,
+                                self._shard_builder(block, constants), constants)
 
         def run(inputs: Sequence[Any]) -> Sequence[Any]:
-            return call([inputs[p] for p in positions])
+            return sharded([inputs[p] for p in positions])
 
-        return Kernel(block, self.name, source, run)
+        kernel = Kernel(block, self.name, source, run)
+        kernel.per_device = sharded.per_device
+        return kernel
+
+    def _shard_builder(self, block: Block, constants: Mapping[Var, Any]) -> ShardBuilder:
+        """Compiles ``block``, or a phase of it, at per-device extents (``shard_block``), for
+        the partitioner. A phase the backend leaves to XLA (a lone reshape) is replayed."""
+        def build_shard(sub: Block, factors: BlockFactors,
+                        extents: dict[int, int]) -> KernelCall:
+            shard, _ = shard_block(sub, factors, extents)
+            try:
+                source, kernel = self.source(shard, constants)
+            except UnsupportedBlock:
+                if sub is block:
+                    raise
+                return lambda args: replay_block(shard, args)
+            call = self.build(shard, source, kernel)
+            positions = input_positions(shard, kernel)
+            return lambda args: call([args[p] for p in positions])
+        return build_shard
 
 
 def input_positions(block: Block, kernel: LoopKernel) -> list[int]:

@@ -16,7 +16,7 @@ with the planner, so neither imports the other.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from dnnfusion_jax.frontend.ir import Node, Var
@@ -41,6 +41,9 @@ class Kernel:
     source: str
     run: Callable[[Sequence[Any]], Sequence[Any]]
     fallback_reason: str | None = None
+    per_device: list = field(default_factory=list)
+    """(operand shapes, result shapes) of each per-device kernel the SPMD partitioner had
+    compiled (``codegen/kernel/sharded_call.py``); empty where it never split the kernel."""
 
 
 GemmPolicy = Callable[[Node], bool]
