@@ -86,6 +86,10 @@ class Report:
             "left_to_xla": summarize_reasons(self.block_reasons().values()),
             "internal_error": opt.internal_error,
             "loops": [body.summary() for body in opt.loop_bodies],
+            "guarded_rewrites": [str(rewrite) for rewrite in opt.rewrite_stats.guarded],
+            # shapes each kernel runs at on one device, where XLA's partitioner split it
+            "per_device_shapes": {k.block.id: [list(outs) for _, outs in k.per_device]
+                                  for k in opt.executable.kernels if k.per_device},
             **{key: round(value, 6) for key, value in opt.timings.items()},
         }
 
@@ -113,6 +117,9 @@ class Report:
             return (f"{block.nodes[0].op}: XLA runs {what}; its "
                     f"{'body runs' if len(bodies) == 1 else 'bodies run'} {kernels} fused "
                     f"kernel{'' if kernels == 1 else 's'} (plans below it)")
+        if block.nodes[0].op == "cond" and self.optimized.rewrite_stats.guarded:
+            return ("cond: a guarded rewrite's check picks its fast form or the original "
+                    "(listed above); XLA runs the branch")
         if block.mapping_type is MappingType.OPAQUE:
             ops = sorted({n.op for n in block.nodes
                           if node_mapping_type(n) is MappingType.OPAQUE})
@@ -153,6 +160,7 @@ class Report:
                    if s["rewrite_kept_original"] else ""),
                 "  rules fired: " + (", ".join(f"{k} x{v}" for k, v in s["rules_fired"].items())
                                      or "none"),
+                *(f"  guarded rewrite: {rewrite}" for rewrite in s["guarded_rewrites"]),
             ]
         left = sum(s["left_to_xla"].values())
         kinds = sorted({k.backend for k in self.optimized.executable.kernels} - {"xla"})
@@ -181,6 +189,9 @@ class Report:
                          f"{len(block.nodes):>3}  "
                          f"{_si(sum(v.nbytes for v in block.outputs), 'B'):>9}"
                          f"  {ops if len(ops) <= 60 else ops[:57] + '...'}")
+            for operands, results in kernel.per_device:  # split by the partitioner
+                lines.append(f"{'':9}per device: {', '.join(map(_shape, operands))} -> "
+                             f"{', '.join(map(_shape, results))}")
             if verbose and block.id in reasons:
                 lines.append(f"{'':9}left to XLA: {reasons[block.id]}")
             for body in self._bodies(block):

@@ -97,3 +97,12 @@ RULES.insert(3, RULES[2].reverse("matmul-assoc-left"))
 RULES.insert(5, RULES[4].reverse("bmm-assoc-left"))
 RULES.insert(12, RULES[11].reverse("matmul-col-scale-fold", "(q@k)*s -> q@(k*s): fold a "
                                    "column scale after a dense layer into its weights"))
+# The scale hoisting read backwards: a scalar scale after a GEMM moves onto the smaller
+# operand, so (q*c)@(k*c).T (attention) pays one scaling of q, not two, nor one of the scores.
+_BY_NAME = {rule.name: rule for rule in RULES}
+RULES += [
+    _BY_NAME["dot-scale-lhs-right"].reverse(
+        "dot-scale-fold-lhs", "(q@k)*s -> (q*s)@k for scalar s: the scale onto an operand"),
+    _BY_NAME["dot-scale-rhs-right"].reverse(
+        "dot-scale-fold-rhs", "(q@k)*s -> q@(k*s) for scalar s: the scale onto an operand"),
+]

@@ -4,7 +4,9 @@ FLOPs count arithmetic, as each primitive's registry row says: one per output el
 elementwise op (powers and transcendentals included: weighting them is the business of a cost
 model), ``2·M·N·K`` for a dot, ``2·out·(Cin/groups)·kernel`` for a convolution, one per input
 element for a reduction or scan, one per window element for pooling. Data movement (reshape,
-transpose, broadcast, slicing, gather) costs no FLOPs. Bytes are the
+transpose, broadcast, slicing, gather) costs no FLOPs. A ``cond`` counts its last branch
+(``lax.cond``'s true branch: for a guarded rewrite, ``rewrite/guarded.py``, the fast path that
+inputs in range take); other control flow counts none. Bytes are the
 sizes of every input and output, the traffic an unfused kernel would cause.
 
 Example:
@@ -21,12 +23,15 @@ from collections.abc import Iterable
 import numpy as np
 
 from dnnfusion_jax.frontend.ir import Node
+from dnnfusion_jax.frontend.trace import import_jaxpr
 from dnnfusion_jax.ops.registry import CONV, DOT, PER_INPUT, PER_OUTPUT, WINDOW, lookup
 
 
 def node_flops(node: Node) -> int:
     """Estimated floating-point operations of one node (0 for pure data movement), as its
     registry row counts them (``Primitive.flops``)."""
+    if node.op == "cond":
+        return _branch_flops(node.params["branches"][-1])
     kind = lookup(node.op).flops
     if kind == PER_OUTPUT:
         return sum(out.size for out in node.outputs)
@@ -42,6 +47,12 @@ def node_flops(node: Node) -> int:
         window = int(np.prod(node.params["window_dimensions"], dtype=np.int64))
         return node.outputs[0].size * window
     return 0
+
+
+def _branch_flops(branch) -> int:
+    """FLOPs of a branch's jaxpr, nested calls inlined as the graph imports them."""
+    graph, _ = import_jaxpr(branch)
+    return total_flops(graph.nodes)
 
 
 def _conv_flops(node: Node) -> int:

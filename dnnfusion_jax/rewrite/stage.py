@@ -1,4 +1,5 @@
-"""The rewrite stage: IR → e-graph → budgeted saturation → fusion-aware extraction → IR.
+"""The rewrite stage: IR → e-graph → budgeted saturation → fusion-aware extraction → IR,
+then the graph-level algebra (``algebra_passes.py``: guarded rewrites, GEMM merging).
 
 The rules come from the caller (``options.resolve_rules`` turns the ``rules`` option into
 them; ``egraph_rules.default_rules()`` is the library).
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dnnfusion_jax.ops.cost import node_bytes, node_flops, total_flops
+from dnnfusion_jax.rewrite.algebra_passes import run_algebra_passes
+from dnnfusion_jax.rewrite.guarded import GuardedRewrite
 from dnnfusion_jax.rewrite.egraph_extract import decode, extract
 from dnnfusion_jax.rewrite.egraph_saturate import SaturationBudget, saturate
 from dnnfusion_jax.rewrite.egraph_translate import to_egraph
@@ -39,6 +42,8 @@ class RewriteStats:
     stop: str = "not run"
     timings: dict[str, float] = field(default_factory=dict)
     kept_original: bool = False
+    guarded: list[GuardedRewrite] = field(default_factory=list)
+    """Rewrites that run under a check (``algebra_passes.py``), for ``explain`` to list."""
 
 
 def _opaque_cost(translation):
@@ -56,10 +61,23 @@ def rewrite_graph(graph: Graph, rules: Sequence[Rule],
     """Rewrites ``graph`` by equality saturation; returns the extracted graph and stats.
     ``trusted``: names of rules known to keep shapes (see ``egraph_saturate.saturate``).
 
-    The input graph is returned unchanged unless the extracted one saves FLOPs or, at equal
-    FLOPs, operators: an equal-cost graph is only commutativity reordering the user's terms,
-    which can split a chain the planner would have fused (x*r*g → (x*g)*r in RMS norm).
+    The e-graph's result is kept only if it saves FLOPs or, at equal FLOPs, operators (else the
+    input graph goes on): an equal-cost graph is only commutativity reordering the user's terms,
+    which can split a chain the planner would have fused (x*r*g → (x*g)*r in RMS norm). Then
+    the graph-level algebra runs (``algebra_passes.py``: guarded GEMM factoring and
+    matrix-chain order, GEMM merging), its guarded rewrites listed in ``stats.guarded``.
     """
+    graph, stats = _egraph_rewrite(graph, rules, budget, finite_math, trusted)
+    start = time.perf_counter()
+    algebra = run_algebra_passes(graph, finite_math)
+    stats.timings["algebra_s"] = time.perf_counter() - start
+    stats.fired.update(algebra.fired)
+    stats.guarded = algebra.guarded
+    return algebra.graph, stats
+
+
+def _egraph_rewrite(graph: Graph, rules: Sequence[Rule], budget: SaturationBudget | None,
+                    finite_math: bool, trusted: frozenset[str]) -> tuple[Graph, RewriteStats]:
     rules = tuple(rules)
     budget = budget or SaturationBudget()
     stats = RewriteStats()
