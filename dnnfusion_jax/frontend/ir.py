@@ -157,6 +157,13 @@ class Graph:
                 users.setdefault(var, []).append(node)
         return users
 
+    def read_counts(self) -> dict[Var, int]:
+        """Maps each value to the number of nodes reading it, a graph output counting as one
+        more reader (a value read once, and not returned, may be rewritten in place)."""
+        readers = {var: len(users) for var, users in self.consumers().items()}
+        readers.update((var, readers.get(var, 0) + 1) for var in self.outputs)
+        return readers
+
     def validate(self) -> None:
         """Checks that every value is defined before use; raises AssertionError otherwise."""
         defined = set(self.inputs) | set(self.constants)

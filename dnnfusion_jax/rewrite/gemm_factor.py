@@ -114,8 +114,7 @@ def factor_gemm_sums(graph: Graph, finite_math: bool = False
 
 
 def _next_plan(graph: Graph, finite_math: bool) -> tuple | None:
-    readers = {var: len(users) for var, users in graph.consumers().items()}
-    readers.update((var, readers.get(var, 0) + 1) for var in graph.outputs)
+    readers = graph.read_counts()
     producers = graph.producers()
     for root in reversed(graph.nodes):
         if (root.op != "add" or root.effects

@@ -147,8 +147,7 @@ def _shared_plan(graph: Graph, refused: set, pays: Callable) -> tuple | None:
 
 
 def _sum_plan(graph: Graph, refused: set, pays: Callable) -> tuple | None:
-    readers = {var: len(users) for var, users in graph.consumers().items()}
-    readers.update((var, readers.get(var, 0) + 1) for var in graph.outputs)
+    readers = graph.read_counts()
     producers = graph.producers()
     for node in graph.nodes:
         if node.op != "add" or node.effects or len(node.inputs) != 2:

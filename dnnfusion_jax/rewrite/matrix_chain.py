@@ -158,8 +158,7 @@ def reorder_chains(graph: Graph, finite_math: bool = False) -> tuple[Graph, list
 
 def _next_plan(graph: Graph, finite_math: bool) -> tuple | None:
     """The last chain in the graph whose best order pays, or None."""
-    readers = {var: len(users) for var, users in graph.consumers().items()}
-    readers.update((var, readers.get(var, 0) + 1) for var in graph.outputs)
+    readers = graph.read_counts()
     producers = graph.producers()
     inside: set[int] = set()  # dots already part of a chain found from a later root
     for root in reversed(graph.nodes):
