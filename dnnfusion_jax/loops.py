@@ -55,12 +55,12 @@ then copied them: 0.83x of jax.jit; 1.01x left to XLA)."""
 @dataclass
 class BodyReport:
     """One body: ``loop`` names it (``"scan 3 body"``: node 3 of the outer graph),
-    ``optimized`` is its ``OptimizedFunction`` (None where optimising was not tried), and
+    ``optimized`` is its ``OptimizedFunction``, and
     ``reason`` says why the loop runs the body as traced (None: it runs the optimised one);
     ``jaxpr`` is the body the loop now holds (how the report finds the loop's block)."""
 
     loop: str
-    optimized: Any | None
+    optimized: Any
     reason: str | None = None
     jaxpr: ClosedJaxpr | None = None
 
@@ -121,11 +121,9 @@ def _optimize_body(body: ClosedJaxpr, optimize_body: BodyOptimizer, name: str,
 def _carried_outputs(node: Node, param: str, body: ClosedJaxpr) -> tuple[int, ...]:
     """Positions of ``body``'s outputs that XLA writes into the loop's own buffers: the next
     state, and a scan's per-iteration outputs (a slice of the stacked result)."""
-    if node.op == "scan":
+    if node.op == "scan" or param == "body_jaxpr":
         return tuple(range(len(body.out_avals)))
-    if param == "body_jaxpr":
-        return tuple(range(len(body.out_avals)))
-    return ()
+    return ()  # a while's condition, a branch
 
 
 ELEMENTWISE = (MappingType.ONE_TO_ONE, MappingType.ONE_TO_MANY)
