@@ -145,6 +145,13 @@ def test_compare_counts_kernels_inside_loops():
     assert row["blocks"] >= row["loop_body_blocks"] + 1
 
 
+def test_a_scan_of_length_zero_matches_jax_jit():
+    def f(x, ys):
+        return lax.scan(lambda c, y: (c + jnp.tanh(y), y * 2.0), x, ys)
+    args = (jnp.ones(8), jnp.ones((0, 8)))
+    assert_trees_match(dnnfusion.jit(f, fallback=False)(*args), jax.jit(f)(*args), what="empty")
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_small_scanned_inputs_are_indexed_inside_the_body(reverse):
     """A per-layer bias scanned over (``frontend/scan_slices.py``) becomes a loop constant that

@@ -73,6 +73,8 @@ def index_small_slices(eqn: Any) -> IndexedScan | None:
     body: ClosedJaxpr = params["jaxpr"]
     num_consts, num_carry, length = params["num_consts"], params["num_carry"], params["length"]
     xs_start = num_consts + num_carry
+    if length == 0:  # nothing to index: the body never runs
+        return None
     read_by_gemms = {v for e in body.jaxpr.eqns if e.primitive.name in GEMMS for v in e.invars}
     moved = [i for i, (var, aval) in enumerate(zip(body.jaxpr.invars[xs_start:],
                                                    body.in_avals[xs_start:]), xs_start)
