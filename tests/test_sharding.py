@@ -314,17 +314,12 @@ def _cases():  # pragma: no cover - runs in the subprocess
                        (batch(mesh2, tokens), replicate(mesh2, params)))
 
     def data_parallel_step():
-        # a training step with the gradient inside: batch sums and the weight gradient's
-        # contraction over the batch run in kernels as partial sums plus an all-reduce
-        def step(x, y, p):
-            def loss(p):
-                h = jnp.tanh(x @ p["w1"] + p["b1"])
-                return jnp.mean((h @ p["w2"] + p["b2"] - y) ** 2)
-            value, grads = jax.value_and_grad(loss)(p)
-            return value, jax.tree_util.tree_map(lambda a, g: a - 0.1 * g, p, grads)
+        # a training step with the gradient inside (the multi-process test's step): batch sums
+        # and the weight gradient's contraction over the batch run in kernels as partial sums
+        # plus an all-reduce
         p = {"w1": normal(16, 32) * 0.3, "b1": normal(32) * 0.1, "w2": normal(32, 4) * 0.3,
              "b2": normal(4) * 0.1}
-        return compare("data_parallel_step", step,
+        return compare("data_parallel_step", _mlp_step,
                        (batch(mesh4, normal(8, 16)), batch(mesh4, normal(8, 4)),
                         replicate(mesh4, p)))
 
