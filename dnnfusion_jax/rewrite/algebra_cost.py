@@ -26,11 +26,18 @@ shared with other jobs, so ±5%; medians of 40-60 interleaved calls), separate �
   1.07-1.29 at B = 256, 0.96-1.04 at B = 1024; in our pipeline (``tanh(x@Wx + h@Wh + b)``)
   1.04 at B = 4096, H = 128, and 0.99 at B = 1024, H = 256 (not merged by the rule).
 
+* narrow heads of a large x (three GEMMs of x, M×D, each to N columns; our pipeline, merged ÷
+  separate, 2026-12-04): N = 8: 1.53 at 131072×64, 1.58 at 32768×256, 1.33 at 16384×512,
+  1.24 at 8192×512 (16 MiB), 1.03 at 4096×256 (4 MiB), 0.9-1.0 at 2048×512; N = 16: 1.24 at
+  65536×128, 1.07 at 16384×256; N = 32: 0.98-1.17; N = 64: 0.97-1.02.
+
 So on XLA:CPU a GEMM call costs little beyond its work inside one executable, one wide GEMM is
 not faster per FLOP than three narrow ones, and the shared operand's repeated reads come from
 cache: the shared form saves only the calls, ``GEMM_CALL_BYTES`` each, which pays for
-concatenating a few KiB of weights and no more (real projections never merge here; the pass is
-there for devices whose launches cost more). The sum form also saves a pass over the result
+concatenating a few KiB of weights and no more (projections as wide as their input never merge
+here). The exception is a GEMM that is one pass over a large x: few output columns
+(``STREAMED_MAX_WIDTH``) and an x of ``STREAMED_MIN_BYTES`` or more, which a second GEMM
+reads again from memory; there the merge saves those passes (``shared_reads_saved``). The sum form also saves a pass over the result
 (the partial products written, read back and added), which is real traffic. The rule: merge
 when the bytes saved are at least ``MERGE_TRAFFIC_RATIO`` times the bytes the concatenations
 (and any slice copied out of the merged result) move, and each GEMM is big enough to be XLA's
@@ -72,6 +79,14 @@ GEMM_CALL_BYTES = 32 << 10
 """What one XLA:CPU GEMM call costs beyond its work, in bytes of traffic: about 1-2 µs (a
 1×64 by 64×64 GEMM pair took 1.2 µs more than one merged GEMM) at ~20 GB/s."""
 
+STREAMED_MAX_WIDTH = 16
+"""A GEMM to at most this many output columns is one pass over its other operand (the heads
+measurements above: N = 8 and 16 gain, 32 and 64 do not)."""
+
+STREAMED_MIN_BYTES = 16 << 20
+"""...and that operand is read again from memory, not cache, from this size on (half the 32 MiB
+L3 of the machine measured: the gains start at 16 MiB)."""
+
 MERGE_MIN_FLOPS = 2_000_000
 """GEMMs below this many FLOPs (each) are not merged: C_GEMM_FLOPS-sized GEMMs run inside
 our kernels with their epilogues, and a merge there would split those kernels."""
@@ -104,3 +119,17 @@ def merge_pays(saved_bytes: int, concat_bytes: int, gemm_flops: int) -> bool:
     False
     """
     return gemm_flops >= MERGE_MIN_FLOPS and saved_bytes >= MERGE_TRAFFIC_RATIO * concat_bytes
+
+
+def shared_reads_saved(shared_bytes: int, gemms: int, width: int) -> int:
+    """Bytes a shared-operand merge of ``gemms`` GEMMs saves: their calls, and the repeated
+    passes over the shared operand (``shared_bytes``) when each is a streamed pass (at most
+    ``STREAMED_MAX_WIDTH`` output columns, ``width`` being the widest).
+
+    >>> shared_reads_saved(32 << 20, 3, width=8) == 2 * (GEMM_CALL_BYTES + (32 << 20))
+    True
+    >>> shared_reads_saved(32 << 20, 3, width=64) == 2 * GEMM_CALL_BYTES
+    True
+    """
+    streamed = shared_bytes >= STREAMED_MIN_BYTES and width <= STREAMED_MAX_WIDTH
+    return (gemms - 1) * (GEMM_CALL_BYTES + (shared_bytes if streamed else 0))

@@ -15,8 +15,9 @@ Legality is this file's: the same operand (one ``Var``), equal dimension numbers
 precision, operands of one dtype whose shapes differ only along the concatenated dimension.
 Profitability is ``algebra_cost.merge_pays`` (``merge_gemms(pays=...)`` replaces it): the
 weights are concatenated on every call, so a merge must save more than the concatenation
-moves. On this machine that is the sum form with many rows against the weights; the shared
-form saves only GEMM calls, cheap on XLA:CPU (see that file for the measurements).
+moves. On this machine that is the sum form with many rows against the weights, and the
+shared form where each GEMM is a pass over a large x to a few columns (narrow heads); wider
+shared GEMMs save only calls, cheap on XLA:CPU (see that file for the measurements).
 
 Example:
     >>> import jax.numpy as jnp
@@ -41,7 +42,7 @@ from jax import lax
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.cost import node_flops
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
-from dnnfusion_jax.rewrite.algebra_cost import GEMM_CALL_BYTES, merge_pays
+from dnnfusion_jax.rewrite.algebra_cost import merge_pays, shared_reads_saved
 from dnnfusion_jax.rewrite.splice import splice
 
 
@@ -118,7 +119,10 @@ def _shared_plan(graph: Graph, refused: set, pays: Callable) -> tuple | None:
         side, axis = key[1], key[5]
         shared = dots[0].inputs[side]
         weights = [d.inputs[1 - side] for d in dots]
-        saved = (len(dots) - 1) * GEMM_CALL_BYTES  # x's repeated reads hit cache (measured)
+        dims = dots[0].params["dimension_numbers"]  # one signature for the group
+        width = max(int(np.prod([w.shape[d] for d in _free_dims(dims, 1 - side, w.ndim)]))
+                    for w in weights)
+        saved = shared_reads_saved(shared.nbytes, len(dots), width)
         # the weights' concatenation, and a copy of each slice that no reader takes into its
         # kernel (a slice fuses into any block but a GEMM's, a convolution's or an opaque one)
         concat = 2 * sum(w.nbytes for w in weights) + sum(
@@ -127,7 +131,6 @@ def _shared_plan(graph: Graph, refused: set, pays: Callable) -> tuple | None:
                 for r in readers.get(d.out, ())))
         if not pays(saved, concat, min(node_flops(d) for d in dots)):
             continue
-        dims = dots[0].params["dimension_numbers"]
         (_, _), (lb, _) = dims
         own_free = _free_dims(dims, side, shared.ndim)
         other_free = _free_dims(dims, 1 - side, weights[0].ndim)
