@@ -5,8 +5,9 @@ GEMMs sharing x (``x@a + x@b + x@c``; factored under a guard), GEMMs sharing x a
 outputs with their activations, narrow heads of a large x, and attention with separate
 Q/K/V projections (merged only where the cost model says it pays: on this CPU the narrow
 heads), attention scores with the scale split over q and k, for a whole sequence and for one
-decoding step against cached keys (one scaling, e-graph rule ``dot-scale-fold-lhs``), LSTM
-steps (the gates' ``x@Wx + h@Wh`` merged where it pays), and the same workloads with an inf in
+decoding step against cached keys (one scaling, e-graph rule ``dot-scale-fold-lhs``), a
+1x1 convolution with batch norm (folded into the weights under a guard), LSTM steps (the
+gates' ``x@Wx + h@Wh`` merged where it pays), and the same workloads with an inf in
 an input (the slow path of a guarded rewrite: the original graph after the check).
 
 Method: as ``kernels.py`` (inputs on the device, calls of jax.jit and dnnfusion interleaved,
@@ -73,6 +74,13 @@ def decode_scores(q, k):
     return jnp.einsum("bqd,bkd->bqk", q * c, k * c)
 
 
+def conv_bn(x, w, mean, var, gamma, beta):
+    """A 1x1 convolution, batch norm in inference (as Flax's BatchNorm computes it) and ReLU."""
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.nn.relu((y - mean) * (jax.lax.rsqrt(var + 1e-5) * gamma) + beta)
+
+
 def lstm_step(x, h, c, wx, wh, b):
     gates = x @ wx + h @ wh + b
     i, f, g, o = jnp.split(gates, 4, axis=-1)
@@ -98,6 +106,10 @@ def workloads():
     yield "(q*c)@(k*c).T, 2048x64", scaled_scores, [f(2048, 64), f(2048, 64)], "reassoc", 0
     yield "decode scores (q*c)@(k*c).T, 32 x 1 x 2048 keys", decode_scores, \
         [f(32, 1, 64), f(32, 2048, 64)], "reassoc", 1
+    positive = lambda *s: np.abs(f(*s)) + np.float32(0.5)  # noqa: E731
+    yield "1x1 conv + batch norm + relu, 32x56x56x64", conv_bn, \
+        [f(32, 56, 56, 64), dense(64, 64).reshape(1, 1, 64, 64), f(64), positive(64), f(64),
+         f(64)], "guarded", 1
     yield "LSTM step, batch 4096, hidden 128", lstm_step, \
         [f(4096, 128), f(4096, 128), f(4096, 128), f(128, 512), f(128, 512), f(512)], "reassoc", 1
     yield "LSTM step, batch 64, hidden 256", lstm_step, \
@@ -160,7 +172,7 @@ def main():
         fused, reference = dnnfusion.jit(fn), jax.jit(fn)
         summary = fused.explain(*args).summary()
         fired = ", ".join(f"{rule} x{count}" for rule, count in summary["rules_fired"].items()
-                          if rule.startswith(("gemm-merge", "dot-factor-guarded",
+                          if rule.startswith(("gemm-merge", "dot-factor-guarded", "bn-fold",
                                               "matrix-chain", "dot-scale-fold")))
         for label, inputs in ((name, args), (name + ", inf in an input", _with_inf(args, inf_at))):
             inputs = [jax.device_put(a) for a in inputs]

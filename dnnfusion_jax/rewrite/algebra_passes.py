@@ -3,7 +3,9 @@ guard, run deterministically in this order:
 
 1. ``gemm_factor.py``: ``x@a + x@b + x@c`` → ``x@(a+b+c)`` under a guard;
 2. ``matrix_chain.py``: chains of 2-D dots in their cheapest order under a guard;
-3. ``gemm_merge.py``: GEMMs sharing an operand merged, exact, no guard.
+3. ``bn_fold.py``: a per-channel affine after a convolution (batch norm) folded into its
+   weights under a guard over the weights;
+4. ``gemm_merge.py``: GEMMs sharing an operand merged, exact, no guard.
 
 Factoring comes before merging because it saves FLOPs where merging saves only traffic; both
 come after the e-graph, which factors and reassociates by itself what it can prove finite
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 from dnnfusion_jax.frontend.ir import Graph
 from dnnfusion_jax.frontend.simplify import eliminate_dead_code
+from dnnfusion_jax.rewrite.bn_fold import fold_batch_norms
 from dnnfusion_jax.rewrite.gemm_factor import factor_gemm_sums
 from dnnfusion_jax.rewrite.gemm_merge import merge_gemms
 from dnnfusion_jax.rewrite.guarded import GuardedRewrite
@@ -43,13 +46,14 @@ class AlgebraResult:
 
 
 def run_algebra_passes(graph: Graph, finite_math: bool = False) -> AlgebraResult:
-    """Runs the three passes on ``graph`` (see the module docstring)."""
+    """Runs the four passes on ``graph`` (see the module docstring)."""
     if not graph.nodes:
         return AlgebraResult(graph)
     graph, factored = factor_gemm_sums(graph, finite_math)
     graph, chains = reorder_chains(graph, finite_math)
+    graph, folds = fold_batch_norms(graph, finite_math)
     graph, fired = merge_gemms(graph)
-    guarded = [*factored, *chains]
+    guarded = [*factored, *chains, *folds]
     fired.update(rewrite.rule for rewrite in guarded)
     if fired:
         graph = eliminate_dead_code(graph)

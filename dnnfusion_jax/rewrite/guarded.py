@@ -108,23 +108,31 @@ def in_range(operands: Sequence[Any], bound: float) -> Any:
 
 
 def splice_guarded(graph: Graph, region: Sequence[Node], operands: Sequence[Var], output: Var,
-                   fast: Callable[..., Any], bound: float, finite_math: bool = False
-                   ) -> Graph | None:
+                   fast: Callable[..., Any], bound: float, finite_math: bool = False,
+                   check: Callable[[Sequence[Var], Sequence[Any]], Any] | None = None,
+                   replay: Sequence[Node] | None = None) -> Graph | None:
     """``graph`` with ``region`` (whose only value read outside is ``output``) replaced by
     ``fast(*operands)`` under the check ``in_range(operands, bound)``, falling back to the
-    region itself; without the check when ``finite_math``. None if that would make a cycle."""
+    region itself; without the check when ``finite_math``. None if that would make a cycle.
+
+    ``check(operands, values)``: a guard of the rule's own instead (over some of the operands,
+    with conditions beyond the bound); ``replay``: the nodes the fallback evaluates, when it
+    must recompute values that stay in the graph for other readers (a broadcast of a vector
+    that the region reads at full size, passed in small)."""
     region_ids = {id(node) for node in region}
     region = [node for node in graph.nodes if id(node) in region_ids]  # in graph order
-    region_inputs = {v for node in region for v in node.inputs}
+    replayed = region if replay is None else list(replay)
+    region_inputs = {v for node in replayed for v in node.inputs}
     consts = {v: graph.constants[v] for v in region_inputs if v in graph.constants}
 
     def original(*values: Any) -> Any:
-        env = evaluate_nodes(region, {**consts, **dict(zip(operands, values))})
+        env = evaluate_nodes(replayed, {**consts, **dict(zip(operands, values))})
         return env[output]
 
     def guarded(*values: Any) -> list[Any]:
         if finite_math:
             return [fast(*values)]
-        return [lax.cond(in_range(values, bound), fast, original, *values)]
+        ok = in_range(values, bound) if check is None else check(operands, values)
+        return [lax.cond(ok, fast, original, *values)]
 
     return splice(graph, region, operands, [output], guarded)
