@@ -3,8 +3,8 @@
 Two answers, kept apart from legality:
 
 * ``CostModel`` estimates latency from bytes moved across the block boundary and weighted
-  FLOPs, counting elementwise work again for every reduction stage that re-reads it (the
-  lowering recomputes instead of storing). It needs no compiler, so it is the default.
+  FLOPs, counting elementwise work again for every stage that needs it (``stages_reading``:
+  the lowering recomputes instead of storing). It needs no compiler, so it is the default.
 * ``MeasuredProfitability`` compiles the three candidate blocks with the real backend, times
   them, and keeps the figures in a ``ProfilingDatabase`` (a JSON file per device under the
   compile cache) keyed by device, backend and each block's shape signature; it measures only
@@ -61,17 +61,52 @@ class CostModel:
     def latency(self, nodes: Sequence[Node]) -> float:
         read, written = boundary(nodes, self._consumers, self._returned)
         traffic = sum(v.nbytes for v in {*read, *written})
-        stages = 1 + sum(n.op.startswith("reduce_") for n in nodes)
+        stages = stages_reading(nodes, set(written))
         work = 0.0
         for n in nodes:
             weight = self.transcendental if lookup(n.op).transcendental else 1.0
-            again = stages if node_mapping_type(n) is MappingType.ONE_TO_ONE else 1
+            again = stages[n] if node_mapping_type(n) is MappingType.ONE_TO_ONE else 1
             work += node_flops(n) * weight * again
         return self.launch + traffic / self.bandwidth + work / self.throughput
 
     def fuse_yellow(self, block: Sequence[Node], candidate: Sequence[Node]) -> bool:
         return (self.latency([*block, *candidate])
                 <= self.latency(block) + self.latency(candidate))
+
+
+def stages_reading(nodes: Sequence[Node], written: set[Var]) -> dict[Node, int]:
+    """How many loop stages of a kernel of ``nodes`` compute each node (at least one): the
+    lowering recomputes elementwise work in every stage that needs it instead of storing it,
+    and a stage is a reduction (reading the node through elementwise work only) or the store
+    of a written value. Independent reductions (a guard's check of several operands) compute
+    their own operands' work once each; the stages of a softmax row compute ``x - max`` twice.
+
+    >>> import jax.numpy as jnp
+    >>> from dnnfusion_jax.frontend.trace import trace_function
+    >>> g = trace_function(lambda a, b: jnp.all(jnp.abs(a) < 1) & jnp.all(jnp.abs(b) < 1),
+    ...                    [jnp.ones(8), jnp.ones(4)]).graph
+    >>> sorted(stages_reading(g.nodes, set(g.outputs)).values())
+    [1, 1, 1, 1, 1, 1, 1]
+    >>> def softmax(x):
+    ...     e = jnp.exp(x - x.max())
+    ...     return e / e.sum()
+    >>> g = trace_function(softmax, [jnp.ones(8)]).graph
+    >>> {n.op: k for n, k in stages_reading(g.nodes, set(g.outputs)).items()}["exp"]
+    2
+    """
+    inside = {out: n for n in nodes for out in n.outputs}
+    users: dict[Node, list[Node]] = {n: [] for n in nodes}
+    for n in nodes:
+        for v in n.inputs:
+            if v in inside:
+                users[inside[v]].append(n)
+    reached: dict[Node, set] = {}
+    for n in reversed(list(nodes)):  # users before producers
+        stages: set = {("store", v) for v in n.outputs if v in written}
+        for user in users[n]:
+            stages |= {user} if user.op.startswith("reduce_") else reached[user]
+        reached[n] = stages
+    return {n: max(1, len(stages)) for n, stages in reached.items()}
 
 
 def boundary(nodes: Sequence[Node], consumers: dict[Var, list[Node]],
