@@ -31,6 +31,8 @@ import jax
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from dnnfusion_jax.frontend.ir import Graph, Node
+from dnnfusion_jax.frontend.loop_invariants import LOOP_INVARIANTS, split_invariants
+from dnnfusion_jax.frontend.trace import import_jaxpr
 
 LOOP_BODIES: dict[str, dict[str, str]] = {
     # loop or branch primitive → {parameter holding its body (or bodies): name in reports}
@@ -77,14 +79,18 @@ class BodyReport:
 
 def optimize_bodies(graph: Graph, optimize_body: BodyOptimizer,
                     name: str) -> tuple[Graph, list[BodyReport]]:
-    """``graph`` with the bodies of its loops and branches optimised; one report per body."""
+    """``graph`` with the bodies of its loops and branches optimised; one report per body.
+    Loop-invariant work that the optimisation made (a GEMM merge's weight concatenation, a
+    guard's check of the weights) is then hoisted before the loop (``_hoist_invariants``)."""
     nodes, reports = [], []
+    constants = dict(graph.constants)
     for index, node in enumerate(graph.nodes):
         bodies = LOOP_BODIES.get(node.op)
         if bodies is None:
             nodes.append(node)
             continue
         params = dict(node.params)
+        reported: dict[str, BodyReport] = {}
         for param, label in bodies.items():
             value = node.params[param]
             several = isinstance(value, (tuple, list))
@@ -97,9 +103,33 @@ def optimize_bodies(graph: Graph, optimize_body: BodyOptimizer,
                 report.jaxpr = new_body
                 rebuilt.append(new_body)
                 reports.append(report)
+                reported[param] = report
             params[param] = tuple(rebuilt) if several else rebuilt[0]
-        nodes.append(Node(node.primitive, node.inputs, node.outputs, params, node.effects))
-    return graph.replace(nodes), reports
+        node = Node(node.primitive, node.inputs, node.outputs, params, node.effects)
+        nodes.append(_hoist_invariants(node, nodes, constants, reported))
+    return graph.replace(nodes, constants=constants), reports
+
+
+def _hoist_invariants(loop: Node, nodes: list[Node], constants: dict,
+                      reports: dict[str, BodyReport]) -> Node:
+    """``loop`` with the invariant work of its optimised body moved into ``nodes`` (before
+    it), as ``frontend/loop_invariants.py`` moved the traced body's; ``constants`` and the
+    body's report follow."""
+    split = split_invariants(loop.op, loop.params)
+    if split is None:
+        return loop
+    sub, _ = import_jaxpr(split.hoisted)
+    constants.update(sub.constants)
+    constants.update(zip(sub.inputs[:sub.num_consts], split.hoisted.consts))
+    rename = dict(zip(sub.inputs[sub.num_consts:], loop.inputs[split.constants]))
+    nodes.extend(Node(n.primitive, tuple(rename.get(v, v) for v in n.inputs), n.outputs,
+                      n.params, n.effects) for n in sub.nodes)
+    residuals = [rename.get(v, v) for v in sub.outputs]
+    body_param = LOOP_INVARIANTS[loop.op][0]
+    if body_param in reports:
+        reports[body_param].jaxpr = split.params[body_param]
+    return Node(loop.primitive, tuple(split.operands(list(loop.inputs), residuals)),
+                loop.outputs, split.params, loop.effects)
 
 
 def _optimize_body(body: ClosedJaxpr, optimize_body: BodyOptimizer, name: str,
@@ -149,6 +179,13 @@ def in_place_updates(plan: Any, carried: Sequence[int]) -> dict[int, str]:
             reasons[block.id] = (f"writes {written / 1e3:.2f} kB into the loop's buffers, "
                                  "which XLA does in place")
     return reasons
+
+
+def hoisted_kernel(node: Node) -> bool:
+    """Whether ``node`` is one of our C kernels hoisted out of a loop body (an ``ffi_call`` to
+    the C backend's target): not an unknown primitive, whatever the type table says."""
+    from codegen.c.ffi_runtime import TARGET_NAME  # codegen imports this package's core
+    return node.op == "ffi_call" and node.params.get("target_name") == TARGET_NAME
 
 
 def loop_bodies_of(node: Node) -> list[ClosedJaxpr]:

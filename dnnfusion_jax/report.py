@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from dnnfusion_jax.loops import LOOP_BODIES, loop_bodies_of
+from dnnfusion_jax.loops import LOOP_BODIES, hoisted_kernel, loop_bodies_of
 from dnnfusion_jax.ops.cost import total_flops
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
 
@@ -63,7 +63,7 @@ class Report:
         opt = self.optimized
         opaque = sorted({node.op for node in self.graph.nodes  # loops are reported as loops
                          if node_mapping_type(node) is MappingType.OPAQUE
-                         and node.op not in LOOP_BODIES})
+                         and node.op not in LOOP_BODIES and not hoisted_kernel(node)})
         return {
             "jaxpr_ops": opt.traced.jaxpr_ops,
             "ops_after_rewrite": len(self.graph.nodes),
@@ -120,6 +120,8 @@ class Report:
         if block.nodes[0].op == "cond" and self.optimized.rewrite_stats.guarded:
             return ("cond: a guarded rewrite's check picks its fast form or the original "
                     "(listed above); XLA runs the branch")
+        if all(map(hoisted_kernel, block.nodes)):
+            return "a fused kernel of a loop body that reads only the loop's constants, hoisted"
         if block.mapping_type is MappingType.OPAQUE:
             ops = sorted({n.op for n in block.nodes
                           if node_mapping_type(n) is MappingType.OPAQUE})

@@ -16,7 +16,7 @@ from jax import lax
 
 import dnnfusion_jax as dnnfusion
 from codegen.c.ffi_runtime import TARGET_NAME
-from dnnfusion_jax.tools.compare import compare_xla
+from dnnfusion_jax.tools.compare import as_accurate, compare_xla
 from dnnfusion_jax.tools.xla_hlo import loop_bodies, parse_computations
 from conftest import paired_leaves
 from loop_models import LIBRARIES, LOOP_MODELS
@@ -100,6 +100,37 @@ def test_loop_invariant_weight_work_leaves_the_body_and_broadcasts_stay():
     body_ops = [node.op for node in body.nodes]
     assert "transpose" not in body_ops and "broadcast_in_dim" in body_ops
     np.testing.assert_allclose(dnnfusion.jit(f)(*args), jax.jit(f)(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_invariant_work_the_body_optimisation_made_leaves_the_loop(monkeypatch):
+    """An LSTM step's ``x@Wx + h@Wh`` merged in the body (forced: the cost rule wants a large
+    batch) concatenates the weights; that kernel reads only the loop's constants, so it runs
+    once, before the loop, and the body keeps the concatenation of x and h."""
+    from dnnfusion_jax.loops import hoisted_kernel
+    from dnnfusion_jax.rewrite import algebra_passes, gemm_merge
+    monkeypatch.setattr(algebra_passes, "merge_gemms",
+                        lambda g: gemm_merge.merge_gemms(g, pays=lambda *_: True))
+
+    def f(xs, h, wx, wh):
+        def step(h, x):
+            h = jnp.tanh(x @ wx + h @ wh)
+            return h, h
+        return lax.scan(step, h, xs)[1]
+    rng = np.random.default_rng(17)
+    args = [rng.standard_normal(s).astype(np.float32) * 0.1  # a GEMM XLA runs: 4 MFLOP
+            for s in ((3, 64, 128), (64, 128), (128, 128), (128, 128))]
+    fused = dnnfusion.jit(f, fallback=False)
+    report = fused.explain(*args)
+    outer = report.graph.nodes
+    assert any(map(hoisted_kernel, outer)), [n.op for n in outer]
+    assert [n.op for n in outer].index("ffi_call") < [n.op for n in outer].index("scan")
+    assert "gemm-merge-sum" in report.optimized.loop_bodies[0].optimized.rules_fired
+    assert report.summary()["opaque_primitives"] == []
+    [body] = [n for n in outer if n.op == "scan"]
+    body_eqns = [e.primitive.name for e in body.params["jaxpr"].jaxpr.eqns]
+    assert body_eqns.count("ffi_call") >= 1 and "dot_general" in body_eqns  # x, h joined
+    ours, jit = fused(*args), jax.jit(f)(*args)
+    assert as_accurate(f, tuple(args), ours, jit)
 
 
 def test_a_body_without_a_kernel_runs_as_traced_with_the_reason():

@@ -28,6 +28,14 @@ def test_identities_are_removed():
     assert run_simplify(fn, X) == (["add"], {"copy-elim": 1, "reshape-noop": 1})
 
 
+def test_reductions_over_no_axes_are_their_operand():
+    """``jnp.sum(x, axis=())`` keeps x as it is, a -0.0 included (as XLA does); the lowering
+    has no loop for it, so it must not reach a kernel."""
+    x = jnp.array([-0.0, 1.0, jnp.nan])
+    fn = lambda x: jnp.sum(x, axis=()) * 2.0 + jnp.max(x, axis=())  # noqa: E731
+    assert run_simplify(fn, x) == (["mul", "add"], {"reduce-no-axes": 2})
+
+
 def test_transpose_pairs_compose_and_cancel():
     ops, fired = run_simplify(lambda x: jnp.transpose(jnp.transpose(x, (1, 2, 0)), (2, 0, 1)) * 2.0, X)
     assert ops == ["mul"] and fired == {"transpose-transpose": 1, "transpose-identity": 1}

@@ -95,6 +95,8 @@ def unsupported_reason(node: Node) -> str | None:
         return "unknown rounding method"
     if node.op == CONV:
         return depthwise_reason(node)
+    if node.op in REDUCTIONS and not node.params["axes"]:
+        return f"{node.op} over no axes (the operand itself; simplify removes it)"
     if node.op in ARG_REDUCTIONS and len(node.params["axes"]) != 1:
         return f"{node.op} over {len(node.params['axes'])} axes"
     if node.op in WINDOWED:

@@ -108,6 +108,10 @@ _IDENTITY_RULES: dict[str, tuple[str, Callable[[Node], bool]]] = {
     "squeeze": ("squeeze-noop", lambda n: True),
     "transpose": ("transpose-identity",
                   lambda n: tuple(n.params["permutation"]) == tuple(range(n.out.ndim))),
+    # a reduction over no axes returns its operand (XLA keeps even a -0.0 of reduce_sum)
+    **{op: ("reduce-no-axes", lambda n: not n.params["axes"])
+       for op in ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and",
+                  "reduce_or")},
 }
 
 
