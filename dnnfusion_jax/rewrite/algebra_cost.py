@@ -37,8 +37,9 @@ cache: the shared form saves only the calls, ``GEMM_CALL_BYTES`` each, which pay
 concatenating a few KiB of weights and no more (projections as wide as their input never merge
 here). The exception is a GEMM that is one pass over a large x: few output columns
 (``STREAMED_MAX_WIDTH``) and an x of ``STREAMED_MIN_BYTES`` or more, which a second GEMM
-reads again from memory; there the merge saves those passes (``shared_reads_saved``). The sum form also saves a pass over the result
-(the partial products written, read back and added), which is real traffic. The rule: merge
+reads again from memory; there the merge saves those passes (``shared_reads_saved``). The
+sum form also saves a pass over the result (the partial products written, read back and
+added), which is real traffic. The rule: merge
 when the bytes saved are at least ``MERGE_TRAFFIC_RATIO`` times the bytes the concatenations
 (and any slice copied out of the merged result) move, and each GEMM is big enough to be XLA's
 (``MERGE_MIN_FLOPS``; smaller ones join our C kernels with their epilogues, which a merge

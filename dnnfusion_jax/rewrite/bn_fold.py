@@ -59,8 +59,9 @@ AFFINE_OPS = ("add", "sub", "mul", "neg")
 @dataclass(frozen=True)
 class _Step:
     """One affine step ``v -> op(v, vector)``; ``flipped``: the vector is the left operand of a
-    subtract (``p - v``). ``vector`` is None for ``neg``; ``source`` is the value read, small
-    (a scalar, or ones but along the channel axis) or the source of a broadcast to full size."""
+    subtract (``p - v``). ``vector`` (None for ``neg``) is the value read: small (a scalar, or
+    ones but along the channel axis), or the source of ``broadcast``, the node that made the
+    full-size operand from it (which the fallback replays)."""
 
     op: str
     vector: Var | None = None
@@ -98,7 +99,8 @@ def _as_channels(value, channels: int):
         else jnp.reshape(value, (channels,))
 
 
-def _affine_chain(conv: Node, producers, consumers, read_counts, outputs) -> list[tuple[Node, _Step]]:
+def _affine_chain(conv: Node, producers, consumers, read_counts,
+                  outputs) -> list[tuple[Node, _Step]]:
     """The affine steps that follow ``conv``, each the only reader of the value before it."""
     out = conv.out
     axis = conv.params["dimension_numbers"].out_spec[1]
