@@ -114,6 +114,23 @@ def test_matrix_chain_out_of_range_values_take_the_original_order():
     np.testing.assert_array_equal(dnnfusion.jit(chain)(*args), jax.jit(chain)(*args))
 
 
+def test_guards_of_several_rewrites_share_one_check_kernel():
+    """Two chains sharing v: one check reads all five operands in one kernel (v once), both
+    conds take it; an inf anywhere sends both down their original order."""
+    def two(a, b, c, d, v):
+        return jnp.tanh((a @ b) @ v) + (c @ d) @ v
+    n = 256
+    args = [_f32(n, n) for _ in range(4)] + [_f32(n, 8)]
+    report = dnnfusion.explain(two, *args)
+    conds = [node for node in report.graph.nodes if node.op == "cond"]
+    assert len(conds) == 2 and conds[0].inputs[0] is conds[1].inputs[0]
+    checks = [b for b in report.plan.blocks if any(n.op == "reduce_and" for n in b.nodes)]
+    assert len(checks) == 1, [[n.op for n in b.nodes] for b in report.plan.blocks]
+    ours, jit = dnnfusion.jit(two)(*args), jax.jit(two)(*args)
+    _assert_as_accurate(ours, jit, _float64(two, args))
+    _check_specials(two, args)
+
+
 def test_longer_chain_and_transposed_leaves_find_the_best_order():
     def fn(a, b, c, v):  # a @ b.T written as XLA's "NT" GEMM: a transposed leaf
         ab_t = jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())))

@@ -10,7 +10,8 @@ guard, run deterministically in this order:
 Factoring comes before merging because it saves FLOPs where merging saves only traffic; both
 come after the e-graph, which factors and reassociates by itself what it can prove finite
 (or everything with ``finite_math=True``), so that these passes see what it left. Each guarded
-rewrite is recorded (``GuardedRewrite``) for ``explain``; ``finite_math=True`` drops the guards.
+rewrite is recorded (``GuardedRewrite``) for ``explain``, and the guards share one check
+(``guarded.share_guard_checks``); ``finite_math=True`` drops the guards.
 
 Example:
     >>> import jax.numpy as jnp
@@ -32,7 +33,7 @@ from dnnfusion_jax.frontend.simplify import eliminate_dead_code
 from dnnfusion_jax.rewrite.bn_fold import fold_batch_norms
 from dnnfusion_jax.rewrite.gemm_factor import factor_gemm_sums
 from dnnfusion_jax.rewrite.gemm_merge import merge_gemms
-from dnnfusion_jax.rewrite.guarded import GuardedRewrite
+from dnnfusion_jax.rewrite.guarded import GuardedRewrite, share_guard_checks
 from dnnfusion_jax.rewrite.matrix_chain import reorder_chains
 
 
@@ -54,6 +55,7 @@ def run_algebra_passes(graph: Graph, finite_math: bool = False) -> AlgebraResult
     graph, folds = fold_batch_norms(graph, finite_math)
     graph, fired = merge_gemms(graph)
     guarded = [*factored, *chains, *folds]
+    graph = share_guard_checks(graph, [r.predicate for r in guarded if r.predicate is not None])
     fired.update(rewrite.rule for rewrite in guarded)
     if fired:
         graph = eliminate_dead_code(graph)

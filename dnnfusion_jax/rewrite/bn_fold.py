@@ -180,14 +180,14 @@ def fold_batch_norms(graph: Graph, finite_math: bool = False) -> tuple[Graph, li
         if spliced is None:
             refused.add(conv.out.id)
             continue
-        graph = spliced
+        graph, predicate = spliced
         checked = _checked(conv, chain)
         elements = sum(v.size for v in checked)
         law = "(" * len(chain) + "conv(x, w)" + "".join(
             f" {_SYMBOL[s.op]} c{i})" for i, (_, s) in enumerate(chain)) + " -> conv(x, w*S) + T"
         rewrites.append(GuardedRewrite(
             "bn-fold", law, tuple(describe(graph, v) for v in checked), bound, elements,
-            check_cost(elements, conv.out.itemsize), saved, guarded=not finite_math))
+            check_cost(elements, conv.out.itemsize), saved, guarded=not finite_math, predicate=predicate))
     return graph, rewrites
 
 

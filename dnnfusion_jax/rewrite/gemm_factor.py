@@ -100,7 +100,7 @@ def factor_gemm_sums(graph: Graph, finite_math: bool = False
         spliced = splice_guarded(graph, [*dots, *adds], operands, root.out, fast, bound,
                                  finite_math)
         assert spliced is not None, "a sum's terms are computed before it"
-        graph = spliced
+        graph, predicate = spliced
         elements = sum(v.size for v in operands)
         itemsize = np.dtype(root.out.dtype).itemsize
         names = [f"w{i + 1}" for i in range(len(dots))]
@@ -109,7 +109,7 @@ def factor_gemm_sums(graph: Graph, finite_math: bool = False
                " + ".join(f"{w}@x" for w in names) + f" -> ({' + '.join(names)})@x")
         rewrites.append(GuardedRewrite(
             "dot-factor-guarded", law, tuple(describe(graph, v) for v in operands), bound,
-            elements, check_cost(elements, itemsize), saved, guarded=not finite_math))
+            elements, check_cost(elements, itemsize), saved, guarded=not finite_math, predicate=predicate))
     return graph, rewrites
 
 

@@ -23,7 +23,7 @@ Example:
     >>> from dnnfusion_jax.frontend.trace import trace_function
     >>> g = trace_function(lambda a, b: jnp.exp(a) * jnp.exp(b), [jnp.ones(3)] * 2).graph
     >>> fast = lambda a, b: jnp.exp(a + b)
-    >>> g2 = splice_guarded(g, g.nodes, list(g.inputs), g.outputs[0], fast, bound=80.0)
+    >>> g2, predicate = splice_guarded(g, g.nodes, list(g.inputs), g.outputs[0], fast, 80.0)
     >>> sorted({n.op for n in g2.nodes} & {"cond", "exp"})
     ['cond']
     >>> from dnnfusion_jax.frontend.evaluate import evaluate_graph
@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ from jax import lax
 
 from dnnfusion_jax.frontend.evaluate import evaluate_nodes
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
-from dnnfusion_jax.rewrite.splice import splice
+from dnnfusion_jax.rewrite.splice import splice, stable_topological_order
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ class GuardedRewrite:
     check_cost: float
     flops_saved: int
     guarded: bool = True
+    predicate: Var | None = field(default=None, compare=False, repr=False)
+    """The ``cond``'s predicate in the graph (``share_guard_checks``); None without a check."""
 
     def __str__(self) -> str:
         check = (f"check |v| <= {self.bound:.3g} over {self.check_elements} values "
@@ -110,10 +112,11 @@ def in_range(operands: Sequence[Any], bound: float) -> Any:
 def splice_guarded(graph: Graph, region: Sequence[Node], operands: Sequence[Var], output: Var,
                    fast: Callable[..., Any], bound: float, finite_math: bool = False,
                    check: Callable[[Sequence[Var], Sequence[Any]], Any] | None = None,
-                   replay: Sequence[Node] | None = None) -> Graph | None:
+                   replay: Sequence[Node] | None = None) -> tuple[Graph, Var | None] | None:
     """``graph`` with ``region`` (whose only value read outside is ``output``) replaced by
     ``fast(*operands)`` under the check ``in_range(operands, bound)``, falling back to the
-    region itself; without the check when ``finite_math``. None if that would make a cycle.
+    region itself; without the check when ``finite_math``. Returns the graph and the ``cond``'s
+    predicate (None without a check), or None if the replacement would make a cycle.
 
     ``check(operands, values)``: a guard of the rule's own instead (over some of the operands,
     with conditions beyond the bound); ``replay``: the nodes the fallback evaluates, when it
@@ -135,4 +138,62 @@ def splice_guarded(graph: Graph, region: Sequence[Node], operands: Sequence[Var]
         ok = in_range(values, bound) if check is None else check(operands, values)
         return [lax.cond(ok, fast, original, *values)]
 
-    return splice(graph, region, operands, [output], guarded)
+    spliced = splice(graph, region, operands, [output], guarded)
+    if spliced is None:
+        return None
+    if finite_math:
+        return spliced, None
+    defined = {v for node in graph.nodes for v in node.outputs}
+    [cond] = [node for node in spliced.nodes  # ours: the one cond whose results are new
+              if node.op == "cond" and not defined.intersection(node.outputs)]
+    return spliced, cond.inputs[0]
+
+
+def share_guard_checks(graph: Graph, predicates: Sequence[Var]) -> Graph:
+    """``graph`` with the guarded rewrites' checks joined: every ``cond`` whose predicate is in
+    ``predicates`` takes the AND of them all, so that the checks meet in one kernel (the
+    planner fuses sibling reductions) and an operand shared by two rewrites is read by one
+    kernel. A predicate computed from another guard's result keeps its own check. Exact: each
+    region's fallback is its original, and any operand out of range sends every region down
+    its original, which costs only time, on inputs that are out of range anyway.
+
+    >>> import jax.numpy as jnp
+    >>> from dnnfusion_jax.frontend.trace import trace_function
+    >>> from dnnfusion_jax.rewrite.matrix_chain import reorder_chains
+    >>> n = 512
+    >>> args = [jnp.ones((n, n))] * 4 + [jnp.ones((n, 2))]
+    >>> two = lambda a, b, c, d, v: (a @ b) @ v + (c @ d) @ v
+    >>> g, rewrites = reorder_chains(trace_function(two, args).graph)
+    >>> shared = share_guard_checks(g, [r.predicate for r in rewrites])
+    >>> len({node.inputs[0] for node in shared.nodes if node.op == "cond"})
+    1
+    """
+    producers = graph.producers()
+    conds = {id(n) for n in graph.nodes if n.op == "cond" and n.inputs[0] in set(predicates)}
+
+    def after_a_guard(var: Var) -> bool:
+        seen, stack = set(), [var]
+        while stack:
+            node = producers.get(stack.pop())
+            if node is None or id(node) in seen:
+                continue
+            if id(node) in conds:
+                return True
+            seen.add(id(node))
+            stack.extend(node.inputs)
+        return False
+
+    shared = [p for p in dict.fromkeys(predicates) if p in producers and not after_a_guard(p)]
+    if len(shared) < 2:
+        return graph
+    joined, nodes = shared[0], []
+    for p in shared[1:]:  # a cond's index is 0 (original) or 1 (fast): AND is the minimum
+        out = Var(joined.shape, joined.dtype)
+        nodes.append(Node(lax.min_p, (joined, p), (out,), {}))
+        joined = out
+    rewired = [Node(n.primitive, (joined, *n.inputs[1:]), n.outputs, n.params, n.effects)
+               if id(n) in conds and n.inputs[0] in shared else n for n in graph.nodes]
+    order = stable_topological_order([*rewired, *nodes],
+                                     set(graph.inputs) | set(graph.constants))
+    assert order is not None, "the shared predicates precede every guard"
+    return graph.replace(order)

@@ -148,11 +148,11 @@ def reorder_chains(graph: Graph, finite_math: bool = False) -> tuple[Graph, list
         fast = _chain_fn(leaves, operands, split, dict(root.params))
         spliced = splice_guarded(graph, nodes, operands, root.out, fast, bound, finite_math)
         assert spliced is not None, "a chain's leaves are computed before its dots"
-        graph = spliced
+        graph, predicate = spliced
         law = f"{_show(leaves, None)} -> {_show(leaves, split)}"
         rewrites.append(GuardedRewrite(
             "matrix-chain-order", law, tuple(describe(graph, v) for v in operands), bound,
-            elements, check_cost(elements, itemsize), saved, guarded=not finite_math))
+            elements, check_cost(elements, itemsize), saved, guarded=not finite_math, predicate=predicate))
     return graph, rewrites
 
 
