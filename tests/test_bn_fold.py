@@ -8,6 +8,8 @@ jax.jit's results; finite inputs are no less accurate than jax.jit against float
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ import pytest
 
 import dnnfusion_jax as dnnfusion
 from dnnfusion_jax.frontend.trace import import_jaxpr
-from dnnfusion_jax.rewrite import bn_fold
+from dnnfusion_jax.rewrite import algebra_passes, bn_fold
 from conftest import RTOL
 from test_algebra_passes import (_assert_as_accurate, _assert_same_specials, _float64, _inject,
                                  _ops)
@@ -67,7 +69,8 @@ def _full_size_ops(graph, shape):
 @pytest.fixture
 def fold_always(monkeypatch):
     """Legality alone, on small shapes: every legal fold is made."""
-    monkeypatch.setattr(bn_fold, "guard_pays", lambda *_: True)
+    monkeypatch.setattr(algebra_passes, "fold_batch_norms",
+                        functools.partial(bn_fold.fold_batch_norms, pays=lambda *_: True))
 
 
 def test_flax_batch_norm_is_folded_by_default_on_raw_weights():

@@ -48,16 +48,17 @@ EPILOGUES = {"none": lambda y: y, "tanh": jnp.tanh, "neg": lambda y: -y,
 def every_algebra_rewrite():
     """Every legal guarded rewrite and merge is made (the cost rules answer yes)."""
     always = lambda *_: True  # noqa: E731
-    saved = [(m, "guard_pays", m.guard_pays) for m in (matrix_chain, gemm_factor, bn_fold)]
-    saved.append((algebra_passes, "merge_gemms", algebra_passes.merge_gemms))
+    passes = {"factor_gemm_sums": gemm_factor.factor_gemm_sums,
+              "reorder_chains": matrix_chain.reorder_chains,
+              "fold_batch_norms": bn_fold.fold_batch_norms, "merge_gemms": gemm_merge.merge_gemms}
+    saved = {name: getattr(algebra_passes, name) for name in passes}
     try:
-        for module, name, _ in saved[:-1]:
-            setattr(module, name, always)
-        algebra_passes.merge_gemms = functools.partial(gemm_merge.merge_gemms, pays=always)
+        for name, run in passes.items():
+            setattr(algebra_passes, name, functools.partial(run, pays=always))
         yield
     finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
+        for name, run in saved.items():
+            setattr(algebra_passes, name, run)
 
 
 # --- programs: (kind, sizes, flags, epilogue) → (function, input shapes) -----------------------

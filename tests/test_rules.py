@@ -1,4 +1,5 @@
-"""The rule library proves itself: every rule passes ``rules check``; wrong rules are caught."""
+"""The rule library proves itself: every rule and graph pass passes ``rules check``; wrong
+rules and unguarded passes are caught."""
 import re
 
 import numpy as np
@@ -8,6 +9,8 @@ import dnnfusion_jax as dnnfusion
 from dnnfusion_jax.tools.cli import main
 from dnnfusion_jax.rules_api import (Moderate, Nonneg, Rule, V, binary, compile_rule, exp, log,
                                      sqrt)
+from dnnfusion_jax.rewrite.gemm_factor import factor_gemm_sums
+from dnnfusion_jax.rewrite.passes_check import PASSES, check_pass
 from dnnfusion_jax.rewrite.rules_check import check_rule
 from egraph_rules import FAMILIES, default_rules
 
@@ -130,3 +133,20 @@ def test_a_shape_changing_rule_is_named_when_it_breaks_saturation(tmp_path):
     fused = dnnfusion.jit(lambda x: x / x + 1, rules=["default", str(path)], fallback=False)
     with pytest.raises(ValueError, match="different shapes.*suspects.*x-div-x"):
         fused(np.ones((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(PASSES))
+def test_graph_pass_is_sound(name):
+    """The guarded rewrites and merges after the e-graph, on random programs of the shapes they
+    rewrite, with special and out-of-range values (``rewrite/passes_check.py``)."""
+    result = check_pass(name, trials=9)
+    assert result.ok and result.samples >= 3, result.message
+
+
+def test_an_unguarded_graph_pass_is_caught(monkeypatch):
+    """GEMM factoring without its guard: ``x@a + x@b`` with an inf in a meeting a -inf in b
+    (NaN) is x@(inf) after factoring."""
+    monkeypatch.setitem(PASSES, "dot-factor-guarded", (PASSES["dot-factor-guarded"][0], lambda g:
+                        factor_gemm_sums(g, finite_math=True, pays=lambda *_: True)[0]))
+    result = check_pass("dot-factor-guarded")
+    assert not result.ok and "counterexample" in result.message, result.message

@@ -58,6 +58,12 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
+GuardPays = Callable[[float, int, int], bool]
+"""``(flops_saved, checked_elements, itemsize) -> bool``: the guarded passes' cost rule
+(``guard_pays``), replaceable (``rewrite/passes_check.py`` makes every legal rewrite)."""
+
 BYTE_WEIGHT = 1.0
 """FLOP-equivalents per byte moved (as the e-graph extractor counts materialised bytes)."""
 

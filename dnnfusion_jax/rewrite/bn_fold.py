@@ -16,8 +16,11 @@ inf or NaN in x reaches the same outputs with the same sign in both forms (a win
 non-finite x is non-finite in ``conv(x, w)`` whatever w is, since inf·0 is NaN, and scaling by
 ``S`` keeps or flips every term's sign as it keeps or flips the sum's). What the check cannot
 see without that pass is a convolution of finite activations that overflows float32 (|Σ x·w|
-above 3.4e38), where the two forms may round to inf on different sides; that is outside the
-rule's range, as any change of XLA's own summation order would be there.
+above 3.4e38): there the original overflows and the fold may not (``rules check`` found
+``inf`` against an exact 2.2996e38, which the fold computed), more accurate, as ``rules
+check`` allows a rule to be. The other way round, the fold overflowing where the original
+does not, needs partial sums of the convolution within a factor |S| of that maximum that
+cancel before its end: outside the rule's range, unchecked.
 
 The cond would cut the affine off from the elementwise work after it (a ReLU, a residual add),
 which both forms then run as one fused pass; so the region takes that work along into both
@@ -50,7 +53,7 @@ from jax import lax
 from dnnfusion_jax.frontend.evaluate import evaluate_nodes
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
-from dnnfusion_jax.rewrite.algebra_cost import check_cost, guard_pays
+from dnnfusion_jax.rewrite.algebra_cost import GuardPays, check_cost, guard_pays
 from dnnfusion_jax.rewrite.guarded import GuardedRewrite, describe, in_range, splice_guarded
 
 AFFINE_OPS = ("add", "sub", "mul", "neg")
@@ -165,12 +168,13 @@ def _compose(steps: list[_Step], values: dict[Var, object], channels: int, dtype
     return scale, shift
 
 
-def fold_batch_norms(graph: Graph, finite_math: bool = False) -> tuple[Graph, list[GuardedRewrite]]:
+def fold_batch_norms(graph: Graph, finite_math: bool = False, pays: GuardPays = guard_pays
+                     ) -> tuple[Graph, list[GuardedRewrite]]:
     """Every convolution followed by a per-channel affine with a multiply, folded where
-    ``algebra_cost.guard_pays`` says it pays (see the module docstring)."""
+    ``pays`` (``algebra_cost.guard_pays``) says it pays (see the module docstring)."""
     rewrites: list[GuardedRewrite] = []
     refused: set[int] = set()
-    while (plan := _next_plan(graph, finite_math, refused)) is not None:
+    while (plan := _next_plan(graph, finite_math, refused, pays)) is not None:
         conv, chain, trailing, operands, replay, saved, bound = plan
         region = [conv, *(node for node, _ in chain), *trailing]
         spliced = splice_guarded(
@@ -199,7 +203,8 @@ def _checked(conv: Node, chain) -> list[Var]:
     return list(dict.fromkeys([conv.inputs[1], *(s.vector for _, s in chain if s.vector)]))
 
 
-def _next_plan(graph: Graph, finite_math: bool, refused: set[int]) -> tuple | None:
+def _next_plan(graph: Graph, finite_math: bool, refused: set[int], pays: GuardPays
+               ) -> tuple | None:
     producers, consumers = graph.producers(), graph.consumers()
     read_counts, outputs = graph.read_counts(), set(graph.outputs)
     for conv in graph.nodes:
@@ -226,7 +231,7 @@ def _next_plan(graph: Graph, finite_math: bool, refused: set[int]) -> tuple | No
         # per element: the chain's steps against one add of T; once: w * S and the vectors
         saved = (len(chain) - 1) * conv.out.size - w.size - 2 * channels * len(chain)
         elements = sum(v.size for v in _checked(conv, chain))
-        if saved <= 0 or not (finite_math or guard_pays(saved, elements, conv.out.itemsize)):
+        if saved <= 0 or not (finite_math or pays(saved, elements, conv.out.itemsize)):
             continue
         fmax = float(np.finfo(conv.out.dtype).max)
         # |S| <= bound^k, |T| <= k * bound^k, |w * S| <= bound^(k+1): all under fmax / 4

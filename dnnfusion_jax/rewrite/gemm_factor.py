@@ -33,7 +33,7 @@ from jax import lax
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.cost import node_flops
-from dnnfusion_jax.rewrite.algebra_cost import check_cost, guard_pays
+from dnnfusion_jax.rewrite.algebra_cost import GuardPays, check_cost, guard_pays
 from dnnfusion_jax.rewrite.gemm_merge import dot_signature
 from dnnfusion_jax.rewrite.guarded import GuardedRewrite, describe, splice_guarded
 
@@ -73,12 +73,12 @@ def _shared(dots: list[Node]) -> tuple[int, Var] | None:
     return None
 
 
-def factor_gemm_sums(graph: Graph, finite_math: bool = False
+def factor_gemm_sums(graph: Graph, finite_math: bool = False, pays: GuardPays = guard_pays
                      ) -> tuple[Graph, list[GuardedRewrite]]:
-    """Every sum of GEMMs sharing an operand that pays, factored under a guard (none with
-    ``finite_math``); returns the graph and the rewrites."""
+    """Every sum of GEMMs sharing an operand that ``pays`` (``algebra_cost.guard_pays``),
+    factored under a guard (none with ``finite_math``); returns the graph and the rewrites."""
     rewrites: list[GuardedRewrite] = []
-    while (plan := _next_plan(graph, finite_math)) is not None:
+    while (plan := _next_plan(graph, finite_math, pays)) is not None:
         root, dots, adds, side, shared, saved = plan
         weights = [d.inputs[1 - side] for d in dots]
         operands = [shared, *weights]
@@ -113,7 +113,7 @@ def factor_gemm_sums(graph: Graph, finite_math: bool = False
     return graph, rewrites
 
 
-def _next_plan(graph: Graph, finite_math: bool) -> tuple | None:
+def _next_plan(graph: Graph, finite_math: bool, pays: GuardPays) -> tuple | None:
     readers = graph.read_counts()
     producers = graph.producers()
     for root in reversed(graph.nodes):
@@ -137,6 +137,6 @@ def _next_plan(graph: Graph, finite_math: bool) -> tuple | None:
         saved = sum(node_flops(d) for d in dots) + sum(node_flops(a) for a in adds) - fast_flops
         elements = shared.size + sum(w.size for w in weights)
         itemsize = np.dtype(root.out.dtype).itemsize
-        if saved > 0 and (finite_math or guard_pays(saved, elements, itemsize)):
+        if saved > 0 and (finite_math or pays(saved, elements, itemsize)):
             return root, dots, adds, side, shared, saved
     return None

@@ -9,7 +9,10 @@ concatenated contraction.
 * sum (``gemm-merge-sum``): ``x@Wx + h@Wh`` → ``concat([x, h], -1) @ concat([Wx, Wh], 0)``
   (an LSTM step). The same products are summed, in one accumulation instead of two, which
   rounds as a GEMM's K-blocking does (an order XLA leaves unspecified anyway): the same
-  inf/NaN terms meet in one sum, so an inf or NaN input gives the same inf/NaN pattern.
+  inf/NaN terms meet in one sum, so an inf or NaN input gives the same inf/NaN pattern. Finite
+  products whose sum overflows may overflow differently (one accumulation reaching -inf where
+  two partial sums made +inf and -inf, then NaN): the original was wrong there too, and
+  ``rules check`` accepts it as it accepts a rule that overflows less.
 
 Legality is this file's: the same operand (one ``Var``), equal dimension numbers and
 precision, operands of one dtype whose shapes differ only along the concatenated dimension.

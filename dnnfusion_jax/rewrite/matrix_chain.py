@@ -38,7 +38,7 @@ from jax import lax
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.cost import node_flops
-from dnnfusion_jax.rewrite.algebra_cost import check_cost, guard_pays
+from dnnfusion_jax.rewrite.algebra_cost import GuardPays, check_cost, guard_pays
 from dnnfusion_jax.rewrite.guarded import GuardedRewrite, describe, splice_guarded
 
 MATMUL = (((1,), (0,)), ((), ()))
@@ -132,12 +132,13 @@ def _chain_fn(leaves: list[_Leaf], operands: list[Var], split: dict, params: dic
     return fn
 
 
-def reorder_chains(graph: Graph, finite_math: bool = False) -> tuple[Graph, list[GuardedRewrite]]:
-    """Every chain of 2-D dots whose best order saves enough FLOPs, reordered under a guard
-    (none with ``finite_math``); returns the graph and the rewrites."""
+def reorder_chains(graph: Graph, finite_math: bool = False, pays: GuardPays = guard_pays
+                   ) -> tuple[Graph, list[GuardedRewrite]]:
+    """Every chain of 2-D dots whose best order saves enough FLOPs (``pays``), reordered under
+    a guard (none with ``finite_math``); returns the graph and the rewrites."""
     rewrites: list[GuardedRewrite] = []
     # one chain at a time: a splice rebuilds the nodes that read the chain's result
-    while (plan := _next_plan(graph, finite_math)) is not None:
+    while (plan := _next_plan(graph, finite_math, pays)) is not None:
         root, leaves, nodes, dims, split, operands, saved = plan
         elements = sum(v.size for v in operands)
         itemsize = np.dtype(root.out.dtype).itemsize
@@ -156,7 +157,7 @@ def reorder_chains(graph: Graph, finite_math: bool = False) -> tuple[Graph, list
     return graph, rewrites
 
 
-def _next_plan(graph: Graph, finite_math: bool) -> tuple | None:
+def _next_plan(graph: Graph, finite_math: bool, pays: GuardPays) -> tuple | None:
     """The last chain in the graph whose best order pays, or None."""
     readers = graph.read_counts()
     producers = graph.producers()
@@ -174,7 +175,7 @@ def _next_plan(graph: Graph, finite_math: bool) -> tuple | None:
         operands = list(dict.fromkeys(leaf.var for leaf in leaves))
         elements = sum(v.size for v in operands)
         itemsize = np.dtype(root.out.dtype).itemsize
-        if saved > 0 and (finite_math or guard_pays(saved, elements, itemsize)):
+        if saved > 0 and (finite_math or pays(saved, elements, itemsize)):
             return root, leaves, nodes, dims, split, operands, saved
     return None
 

@@ -18,7 +18,9 @@ qemu) and exits 1 when a kernel disagrees with the XLA reference, 2 when a tool 
 
 ``rules list [FILE ...]`` prints every rule (name, family, law); ``rules check [FILE ...]``
 checks each rule's soundness on random and edge values (``dnnfusion_jax.rewrite.rules_check``) and
-prints a counterexample for a wrong one (exit status 1). Without FILE: the library's rules.
+prints a counterexample for a wrong one (exit status 1). Without FILE: the library's rules,
+then the graph-level algebra passes (guarded rewrites and merges,
+``dnnfusion_jax.rewrite.passes_check``).
 
 Example:
     python -m dnnfusion_jax explain examples/bert.py:example_small --svg plan.svg
@@ -152,7 +154,17 @@ def _rules(args: argparse.Namespace) -> int:
         print(("ok    " if result.ok else "FAIL  ") + result.message, flush=True)
         failed += not result.ok
     print(f"{len(rules) - failed} of {len(rules)} rules passed")
-    return 1 if failed else 0
+    if args.files:  # the graph passes are the library's, checked with it
+        return 1 if failed else 0
+    from dnnfusion_jax.rewrite.passes_check import PASSES, check_pass
+    failed_passes = 0
+    for name in PASSES:
+        result = check_pass(name, trials=args.trials, seed=args.seed)
+        print(("ok    " if result.ok else "FAIL  ") + result.message, flush=True)
+        failed_passes += not result.ok
+    print(f"{len(PASSES) - failed_passes} of {len(PASSES)} graph passes (guarded rewrites and "
+          "merges) passed")
+    return 1 if failed or failed_passes else 0
 
 
 def _explain(args: argparse.Namespace) -> int:
