@@ -233,6 +233,19 @@ def _waiting_chain(node: Node, producer: dict[Var, Node], waiting: set[Node],
     return sorted(found, key=position.__getitem__)
 
 
+def _live_nodes(graph: Graph) -> set[int]:
+    """Ids of the nodes whose results reach an output, and of effectful nodes."""
+    producers = graph.producers()
+    live: set[int] = set()
+    stack = [*graph.outputs, *(v for n in graph.nodes if n.effects for v in n.outputs)]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is not None and id(node) not in live:
+            live.add(id(node))
+            stack.extend(node.inputs)
+    return live
+
+
 def copy_shared_adapters(graph: Graph, legality: Legality) -> Graph:
     """A graph where every parameter adapter, and every layout read only by GEMMs that XLA
     runs, has exactly one consuming node.
@@ -241,16 +254,19 @@ def copy_shared_adapters(graph: Graph, legality: Legality) -> Graph:
     of a weight costs nothing inside a kernel, but shared it would be a kernel of its own). So
     is a transpose that several of XLA's GEMMs read (a gradient ``dy.T`` for both ``dx`` and
     ``dW``): each GEMM then folds its own copy into its layout, where one shared copy would be
-    a copy kernel.
+    a copy kernel. Consumers whose results nobody reads (dead code, kept when rewriting is off)
+    get no copy: it would be a block of its own.
     """
     consumers = graph.consumers()
+    live = _live_nodes(graph)
     copies: dict[tuple[Var, Node], Var] = {}
     nodes: list[Node] = []
     extra: dict[Node, list[Node]] = {}
     for node in graph.nodes:
         shared = legality.is_adapter(node) or legality.feeds_alone_absorber(node)
-        if shared and len(consumers.get(node.out, ())) > 1:
-            for user in consumers[node.out][1:]:
+        users = [user for user in consumers.get(node.out, ()) if id(user) in live]
+        if shared and len(users) > 1:
+            for user in users[1:]:
                 clone_out = Var(node.out.shape, node.out.dtype, node.out.weak_type)
                 extra.setdefault(user, []).append(
                     Node(node.primitive, node.inputs, (clone_out,), node.params))
