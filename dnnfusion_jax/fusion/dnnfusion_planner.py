@@ -263,9 +263,10 @@ def copy_shared_adapters(graph: Graph, legality: Legality) -> Graph:
     nodes: list[Node] = []
     extra: dict[Node, list[Node]] = {}
     for node in graph.nodes:
-        shared = legality.is_adapter(node) or legality.feeds_alone_absorber(node)
+        if not (legality.is_adapter(node) or legality.feeds_alone_absorber(node)):
+            continue
         users = [user for user in consumers.get(node.out, ()) if id(user) in live]
-        if shared and len(users) > 1:
+        if len(users) > 1:
             for user in users[1:]:
                 clone_out = Var(node.out.shape, node.out.dtype, node.out.weak_type)
                 extra.setdefault(user, []).append(
