@@ -172,3 +172,15 @@ def test_an_adapter_read_only_by_dead_code_is_not_copied():
                                          *args).summary()["blocks"]
               for planner in ("dnnfusion", "none")}
     assert blocks["dnnfusion"] <= blocks["none"] == 4, blocks
+
+
+def test_a_multi_output_operation_is_planned():
+    """``split`` has several results: the planner's per-node questions must not assume one."""
+    def fn(x):
+        first, second = jnp.split(jnp.tanh(x), [3])
+        return first * 2.0, second + 1.0
+    x = np.linspace(-1.0, 1.0, 8, dtype=np.float32)
+    for rewrite in (True, False):
+        got = dnnfusion.jit(fn, fallback=False, rewrite=rewrite)(x)
+        for g, w in zip(got, jax.jit(fn)(x)):
+            np.testing.assert_allclose(g, w, rtol=1e-6)
