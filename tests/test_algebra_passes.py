@@ -189,25 +189,24 @@ def test_shared_operand_gemms_stay_apart_by_default_on_cpu():
     assert _ops(dnnfusion.explain(qkv, *args).graph).count("dot_general") == 3
 
 
+def _assert_three_gemms_merged(fn, args):
+    report = dnnfusion.explain(fn, *args)
+    assert report.summary()["rules_fired"]["gemm-merge-shared"] == 2
+    assert _ops(report.graph).count("dot_general") == 1
+    for ours, jit in zip(dnnfusion.jit(fn, fallback=False)(*args), jax.jit(fn)(*args)):
+        np.testing.assert_allclose(ours, jit, rtol=RTOL, atol=ATOL)
+
+
 def test_narrow_heads_of_a_large_x_merge_by_default():
     """Each GEMM to 8 columns is one pass over a 16 MiB x (re-read from memory): one pass."""
     def heads(x, a, b, c):
         return jnp.tanh(x @ a), x @ b, jax.nn.relu(x @ c)
-    args = [_f32(32768, 128)] + [_f32(128, 8) for _ in range(3)]
-    report = dnnfusion.explain(heads, *args)
-    assert report.summary()["rules_fired"]["gemm-merge-shared"] == 2
-    assert _ops(report.graph).count("dot_general") == 1
-    for ours, jit in zip(dnnfusion.jit(heads, fallback=False)(*args), jax.jit(heads)(*args)):
-        np.testing.assert_allclose(ours, jit, rtol=RTOL, atol=ATOL)
+    _assert_three_gemms_merged(heads, [_f32(32768, 128)] + [_f32(128, 8) for _ in range(3)])
 
 
 def test_shared_operand_gemms_merge_into_one(merge_always):
     args = [_f32(4096, 64)] + [_f32(64, 64) for _ in range(3)]
-    report = dnnfusion.explain(qkv, *args)
-    assert report.summary()["rules_fired"]["gemm-merge-shared"] == 2
-    assert _ops(report.graph).count("dot_general") == 1
-    for ours, jit in zip(dnnfusion.jit(qkv, fallback=False)(*args), jax.jit(qkv)(*args)):
-        np.testing.assert_allclose(ours, jit, rtol=RTOL, atol=ATOL)
+    _assert_three_gemms_merged(qkv, args)
     _check_specials(lambda *a: jnp.stack(qkv(*a)), args)
 
 
