@@ -81,16 +81,27 @@ class GuardedRewrite:
 
 
 def describe(graph: Graph, var: Var) -> str:
-    """How ``explain`` names a checked operand: the argument it is, else the value.
+    """How ``explain`` names a checked operand: the argument it is (possibly reshaped or
+    broadcast), else the value.
 
     >>> import jax.numpy as jnp
     >>> from dnnfusion_jax.frontend.trace import trace_function
     >>> g = trace_function(lambda x: jnp.exp(x), [jnp.ones((2, 3))]).graph
     >>> describe(g, g.inputs[0]), describe(g, g.outputs[0]).endswith("f32[2,3]")
     ('argument 0 f32[2,3]', True)
+    >>> g = trace_function(lambda x, m: x - m.reshape(1, 3),
+    ...                    [jnp.ones((2, 3)), jnp.ones(3)]).graph
+    >>> describe(g, g.nodes[0].out)
+    'argument 1 f32[3] as f32[1,3]'
     """
     if var in graph.inputs[graph.num_consts:]:
         return f"argument {graph.inputs.index(var) - graph.num_consts} {var.type_str}"
+    producer = graph.producers().get(var)
+    if producer is not None and producer.op in ("broadcast_in_dim", "reshape") \
+            and len(producer.inputs) == 1:  # a batch norm's vectors, shaped for broadcasting
+        inner = describe(graph, producer.inputs[0])
+        if inner.startswith("argument"):
+            return f"{inner} as {var.type_str}"
     return repr(var)
 
 
