@@ -53,8 +53,8 @@ from jax import lax
 from dnnfusion_jax.frontend.evaluate import evaluate_nodes
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.mapping_types import MappingType, node_mapping_type
-from dnnfusion_jax.rewrite.algebra_cost import GuardPays, check_cost, guard_pays
-from dnnfusion_jax.rewrite.guarded import GuardedRewrite, describe, in_range, splice_guarded
+from dnnfusion_jax.rewrite.algebra_cost import GuardPays, guard_pays
+from dnnfusion_jax.rewrite.guarded import GuardedRewrite, in_range, splice_guarded
 
 AFFINE_OPS = ("add", "sub", "mul", "neg")
 
@@ -185,13 +185,10 @@ def fold_batch_norms(graph: Graph, finite_math: bool = False, pays: GuardPays = 
             refused.add(conv.out.id)
             continue
         graph, predicate = spliced
-        checked = _checked(conv, chain)
-        elements = sum(v.size for v in checked)
         law = "(" * len(chain) + "conv(x, w)" + "".join(
             f" {_SYMBOL[s.op]} c{i})" for i, (_, s) in enumerate(chain)) + " -> conv(x, w*S) + T"
-        rewrites.append(GuardedRewrite(
-            "bn-fold", law, tuple(describe(graph, v) for v in checked), bound, elements,
-            check_cost(elements, conv.out.itemsize), saved, guarded=not finite_math, predicate=predicate))
+        rewrites.append(GuardedRewrite.made("bn-fold", law, graph, _checked(conv, chain), bound,
+                                            saved, finite_math, predicate))
     return graph, rewrites
 
 

@@ -29,13 +29,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from jax import lax
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.cost import node_flops
-from dnnfusion_jax.rewrite.algebra_cost import GuardPays, check_cost, guard_pays
-from dnnfusion_jax.rewrite.gemm_merge import dot_signature
-from dnnfusion_jax.rewrite.guarded import GuardedRewrite, describe, splice_guarded
+from dnnfusion_jax.rewrite.algebra_cost import GuardPays, guard_pays
+from dnnfusion_jax.rewrite.gemm_merge import dot_as, dot_signature
+from dnnfusion_jax.rewrite.guarded import GuardedRewrite, splice_guarded
 
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
 
@@ -92,24 +91,18 @@ def factor_gemm_sums(graph: Graph, finite_math: bool = False, pays: GuardPays = 
             total = ws[0]
             for w in ws[1:]:
                 total = total + w
-            lhs, rhs = (x, total) if side == 0 else (total, x)
-            return lax.dot_general(lhs, rhs, params["dimension_numbers"],
-                                   precision=params.get("precision"),
-                                   preferred_element_type=params.get("preferred_element_type"))
+            return dot_as(x, total, params) if side == 0 else dot_as(total, x, params)
 
         spliced = splice_guarded(graph, [*dots, *adds], operands, root.out, fast, bound,
                                  finite_math)
         assert spliced is not None, "a sum's terms are computed before it"
         graph, predicate = spliced
-        elements = sum(v.size for v in operands)
-        itemsize = np.dtype(root.out.dtype).itemsize
         names = [f"w{i + 1}" for i in range(len(dots))]
         law = (" + ".join(f"x@{w}" for w in names) + f" -> x@({' + '.join(names)})"
                if side == 0 else
                " + ".join(f"{w}@x" for w in names) + f" -> ({' + '.join(names)})@x")
-        rewrites.append(GuardedRewrite(
-            "dot-factor-guarded", law, tuple(describe(graph, v) for v in operands), bound,
-            elements, check_cost(elements, itemsize), saved, guarded=not finite_math, predicate=predicate))
+        rewrites.append(GuardedRewrite.made("dot-factor-guarded", law, graph, operands, bound,
+                                            saved, finite_math, predicate))
     return graph, rewrites
 
 

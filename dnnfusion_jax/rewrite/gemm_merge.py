@@ -72,7 +72,8 @@ def _free_dims(dims, side: int, rank: int) -> list[int]:
     return [d for d in range(rank) if d not in taken]
 
 
-def _dot(lhs, rhs, params):
+def dot_as(lhs, rhs, params: dict):
+    """``lax.dot_general`` of ``lhs`` and ``rhs`` with a dot_general node's ``params``."""
     return lax.dot_general(lhs, rhs, params["dimension_numbers"],
                            precision=params.get("precision"),
                            preferred_element_type=params.get("preferred_element_type"))
@@ -144,7 +145,7 @@ def _shared_plan(graph: Graph, refused: set, pays: Callable) -> tuple | None:
 
         def fn(x, *ws, side=side, axis=axis, out_axis=out_axis, sizes=sizes, params=params):
             w = lax.concatenate(ws, axis)
-            y = _dot(x, w, params) if side == 0 else _dot(w, x, params)
+            y = dot_as(x, w, params) if side == 0 else dot_as(w, x, params)
             starts = np.cumsum([0, *sizes])
             return [lax.slice_in_dim(y, int(s), int(e), axis=out_axis)
                     for s, e in zip(starts[:-1], starts[1:])]
@@ -179,7 +180,7 @@ def _sum_plan(graph: Graph, refused: set, pays: Callable) -> tuple | None:
         params = dict(first.params)
 
         def fn(x, wx, h, wh, axes=axes, params=params):
-            return [_dot(lax.concatenate([x, h], axes[0]), lax.concatenate([wx, wh], axes[1]),
+            return [dot_as(lax.concatenate([x, h], axes[0]), lax.concatenate([wx, wh], axes[1]),
                          params)]
         operands = [first.inputs[0], first.inputs[1], second.inputs[0], second.inputs[1]]
         return ("gemm-merge-sum", key, [first, second, node], operands, [node.out], fn)

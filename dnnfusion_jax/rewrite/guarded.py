@@ -42,6 +42,7 @@ from jax import lax
 
 from dnnfusion_jax.frontend.evaluate import evaluate_nodes
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
+from dnnfusion_jax.rewrite.algebra_cost import check_cost
 from dnnfusion_jax.rewrite.splice import splice, stable_topological_order
 
 
@@ -72,6 +73,17 @@ class GuardedRewrite:
     guarded: bool = True
     predicate: Var | None = field(default=None, compare=False, repr=False)
     """The ``cond``'s predicate in the graph (``share_guard_checks``); None without a check."""
+
+    @classmethod
+    def made(cls, rule: str, law: str, graph: Graph, checked: Sequence[Var], bound: float,
+             flops_saved: int, finite_math: bool, predicate: Var | None) -> GuardedRewrite:
+        """The record of a rewrite just spliced into ``graph`` whose check reads ``checked``:
+        the operands named as ``explain`` names them, the values read and their cost."""
+        elements = sum(v.size for v in checked)
+        itemsize = max(v.itemsize for v in checked)
+        return cls(rule, law, tuple(describe(graph, v) for v in checked), bound, elements,
+                   check_cost(elements, itemsize), flops_saved, guarded=not finite_math,
+                   predicate=predicate)
 
     def __str__(self) -> str:
         check = (f"check |v| <= {self.bound:.3g} over {self.check_elements} values "

@@ -38,8 +38,8 @@ from jax import lax
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
 from dnnfusion_jax.ops.cost import node_flops
-from dnnfusion_jax.rewrite.algebra_cost import GuardPays, check_cost, guard_pays
-from dnnfusion_jax.rewrite.guarded import GuardedRewrite, describe, splice_guarded
+from dnnfusion_jax.rewrite.algebra_cost import GuardPays, guard_pays
+from dnnfusion_jax.rewrite.guarded import GuardedRewrite, splice_guarded
 
 MATMUL = (((1,), (0,)), ((), ()))
 
@@ -140,8 +140,6 @@ def reorder_chains(graph: Graph, finite_math: bool = False, pays: GuardPays = gu
     # one chain at a time: a splice rebuilds the nodes that read the chain's result
     while (plan := _next_plan(graph, finite_math, pays)) is not None:
         root, leaves, nodes, dims, split, operands, saved = plan
-        elements = sum(v.size for v in operands)
-        itemsize = np.dtype(root.out.dtype).itemsize
         # every partial sum of every order is at most prod(inner dims) * bound^L
         fmax = float(np.finfo(root.out.dtype).max)
         log_bound = (math.log(fmax / 2) - sum(math.log(d) for d in dims[1:-1])) / len(leaves)
@@ -151,9 +149,8 @@ def reorder_chains(graph: Graph, finite_math: bool = False, pays: GuardPays = gu
         assert spliced is not None, "a chain's leaves are computed before its dots"
         graph, predicate = spliced
         law = f"{_show(leaves, None)} -> {_show(leaves, split)}"
-        rewrites.append(GuardedRewrite(
-            "matrix-chain-order", law, tuple(describe(graph, v) for v in operands), bound,
-            elements, check_cost(elements, itemsize), saved, guarded=not finite_math, predicate=predicate))
+        rewrites.append(GuardedRewrite.made("matrix-chain-order", law, graph, operands, bound,
+                                            saved, finite_math, predicate))
     return graph, rewrites
 
 
