@@ -22,10 +22,10 @@ import numpy as np
 
 try:  # tests/ imported as a package
     from .library_models import (BATCH, DIM, HEADS, SEQ, _haiku_block, _linen_variables,
-                                 _normal, randomize_constants)
+                                 _normal, randomize_constants, registrar)
 except ImportError:
     from library_models import (BATCH, DIM, HEADS, SEQ, _haiku_block, _linen_variables,
-                                _normal, randomize_constants)
+                                _normal, randomize_constants, registrar)
 
 def scaled_errors(result, reference) -> list[float]:
     """Per float leaf: max|result - reference| / max(1, max|reference|), in float32."""
@@ -43,12 +43,7 @@ HALF_MODELS: dict[str, HalfBuilder] = {}
 HALF_LIBRARIES: dict[str, tuple[str, ...]] = {}
 
 
-def _register(*libraries: str) -> Callable[[HalfBuilder], HalfBuilder]:
-    def add(builder: HalfBuilder) -> HalfBuilder:
-        HALF_MODELS[builder.__name__] = builder
-        HALF_LIBRARIES[builder.__name__] = libraries
-        return builder
-    return add
+_register = registrar(HALF_MODELS, HALF_LIBRARIES)
 
 
 def _bf16(tree):

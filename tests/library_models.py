@@ -37,12 +37,25 @@ LIBRARIES: dict[str, tuple[str, ...]] = {}
 BATCH, SEQ, DIM, HEADS, CLASSES = 2, 16, 64, 4, 10
 
 
+def registrar(models: dict, libraries: dict) -> Callable[..., Callable]:
+    """``register(*modules)``: a decorator that files a model builder under its name in
+    ``models``, with the modules it imports in ``libraries`` (for ``pytest.importorskip``)."""
+    def register(*modules: str) -> Callable:
+        def add(builder: Callable) -> Callable:
+            models[builder.__name__] = builder
+            libraries[builder.__name__] = modules
+            return builder
+        return add
+    return register
+
+
+_file = registrar(LIBRARY_MODELS, LIBRARIES)
+
+
 def _register(kind: list[str], *libraries: str) -> Callable[[Builder], Builder]:
     def add(builder: Builder) -> Builder:
-        LIBRARY_MODELS[builder.__name__] = builder
-        LIBRARIES[builder.__name__] = libraries
         kind.append(builder.__name__)
-        return builder
+        return _file(*libraries)(builder)
     return add
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from library_models import _linen_variables, _normal, randomize_constants
+from library_models import _linen_variables, _normal, randomize_constants, registrar
 
 LoopBuilder = Callable[[bool], tuple[Callable, tuple]]
 LOOP_MODELS: dict[str, LoopBuilder] = {}
@@ -27,12 +27,7 @@ LIBRARIES: dict[str, tuple[str, ...]] = {}
 BATCH, SEQ, DIM, HEADS, LAYERS, STEPS = 2, 16, 64, 4, 3, 8
 
 
-def _register(*libraries: str) -> Callable[[LoopBuilder], LoopBuilder]:
-    def add(builder: LoopBuilder) -> LoopBuilder:
-        LOOP_MODELS[builder.__name__] = builder
-        LIBRARIES[builder.__name__] = libraries
-        return builder
-    return add
+_register = registrar(LOOP_MODELS, LIBRARIES)
 
 
 def _linen_layer():
