@@ -32,7 +32,7 @@ from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
 from dnnfusion_jax.frontend.ir import Graph, Node
 from dnnfusion_jax.frontend.loop_invariants import LOOP_INVARIANTS, split_invariants
-from dnnfusion_jax.frontend.trace import import_jaxpr
+from dnnfusion_jax.frontend.trace import import_call
 
 LOOP_BODIES: dict[str, dict[str, str]] = {
     # loop or branch primitive → {parameter holding its body (or bodies): name in reports}
@@ -118,13 +118,10 @@ def _hoist_invariants(loop: Node, nodes: list[Node], constants: dict,
     split = split_invariants(loop.op, loop.params)
     if split is None:
         return loop
-    sub, _ = import_jaxpr(split.hoisted)
-    constants.update(sub.constants)
-    constants.update(zip(sub.inputs[:sub.num_consts], split.hoisted.consts))
-    rename = dict(zip(sub.inputs[sub.num_consts:], loop.inputs[split.constants]))
-    nodes.extend(Node(n.primitive, tuple(rename.get(v, v) for v in n.inputs), n.outputs,
-                      n.params, n.effects) for n in sub.nodes)
-    residuals = [rename.get(v, v) for v in sub.outputs]
+    hoisted, hoisted_constants, residuals = import_call(split.hoisted,
+                                                        loop.inputs[split.constants])
+    nodes.extend(hoisted)
+    constants.update(hoisted_constants)
     body_param = LOOP_INVARIANTS[loop.op][0]
     if body_param in reports:
         reports[body_param].jaxpr = split.params[body_param]

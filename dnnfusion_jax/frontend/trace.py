@@ -109,6 +109,25 @@ def import_jaxpr(closed: ClosedJaxpr) -> tuple[Graph, int]:
     return graph, importer.jaxpr_ops
 
 
+def import_call(closed: ClosedJaxpr, operands: Sequence[Var]
+                ) -> tuple[list[Node], dict[Var, Any], list[Var]]:
+    """The equations of ``closed`` as nodes that read ``operands`` for its inputs, as a graph
+    inlines a call: (nodes, the constants they read, the values of its outputs).
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> x = Var((3,), np.dtype("float32"))
+    >>> nodes, _, [out] = import_call(jax.make_jaxpr(lambda v: jnp.exp(v) + 1.0)(jnp.ones(3)), [x])
+    >>> [n.op for n in nodes], nodes[0].inputs[0] is x, out is nodes[-1].out
+    (['exp', 'add'], True, True)
+    """
+    sub, _ = import_jaxpr(closed)
+    constants = {**sub.constants, **dict(zip(sub.inputs[:sub.num_consts], closed.consts))}
+    rename = dict(zip(sub.inputs[sub.num_consts:], operands))
+    nodes = [Node(n.primitive, tuple(rename.get(v, v) for v in n.inputs), n.outputs, n.params,
+                  n.effects) for n in sub.nodes]
+    return nodes, constants, [rename.get(v, v) for v in sub.outputs]
+
+
 def count_equations(jaxpr: Jaxpr | ClosedJaxpr) -> int:
     """Equations of ``jaxpr`` with nested calls flattened and loop and branch bodies counted
     (as ``TracedFunction.jaxpr_ops`` counts them).

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 
 from dnnfusion_jax.frontend.ir import Graph, Node, Var
-from dnnfusion_jax.frontend.trace import import_jaxpr
+from dnnfusion_jax.frontend.trace import import_call
 
 
 def splice(graph: Graph, region: Sequence[Node], operands: Sequence[Var],
@@ -35,13 +35,8 @@ def splice(graph: Graph, region: Sequence[Node], operands: Sequence[Var],
     region other than ``outputs`` must not be read outside it."""
     avals = [jax.ShapeDtypeStruct(v.shape, v.dtype, weak_type=v.weak_type) for v in operands]
     closed = jax.make_jaxpr(lambda *values: list(fn(*values)))(*avals)
-    sub, _ = import_jaxpr(closed)
-    constants = {**graph.constants, **sub.constants,
-                 **dict(zip(sub.inputs[:sub.num_consts], closed.consts))}
-    rename: dict[Var, Var] = dict(zip(sub.inputs[sub.num_consts:], operands))
-    spliced = [Node(n.primitive, tuple(rename.get(v, v) for v in n.inputs), n.outputs,
-                    n.params, n.effects) for n in sub.nodes]
-    new_outputs = [rename.get(v, v) for v in sub.outputs]
+    spliced, sub_constants, new_outputs = import_call(closed, operands)
+    constants = {**graph.constants, **sub_constants}
     for old, new in zip(outputs, new_outputs, strict=True):
         if old.shape != new.shape or old.dtype != new.dtype:
             raise AssertionError(f"replacement {new!r} does not match {old!r}")
