@@ -191,8 +191,8 @@ def share_guard_checks(graph: Graph, predicates: Sequence[Var]) -> Graph:
     >>> len({node.inputs[0] for node in shared.nodes if node.op == "cond"})
     1
     """
-    producers = graph.producers()
-    conds = {id(n) for n in graph.nodes if n.op == "cond" and n.inputs[0] in set(predicates)}
+    producers, guards = graph.producers(), set(predicates)
+    conds = {id(n) for n in graph.nodes if n.op == "cond" and n.inputs[0] in guards}
 
     def after_a_guard(var: Var) -> bool:
         seen, stack = set(), [var]
